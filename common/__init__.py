@@ -1,0 +1,1 @@
+"""Contracts shared by the web, worker and scheduler processes."""

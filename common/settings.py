@@ -1,0 +1,87 @@
+"""Read every setting from the environment, once, in one place (12-factor)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has an unusable value."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept Heroku-style ``postgres://`` URLs as well as ``postgresql://``."""
+    if url.startswith("postgres://"):
+        return "postgresql://" + url[len("postgres://") :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the engine, with defaults that work against the local servers."""
+
+    database_url: str = "postgresql://127.0.0.1:5432/energy"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    port: int = 8000
+    retention_days: int = 90
+    partition_premake_days: int = 7
+    max_clock_skew_seconds: int = 300
+    max_readings_per_request: int = 5000
+    max_request_bytes: int = 4 * 1024 * 1024
+    drain_batch_size: int = 5000
+    drain_block_ms: int = 1000
+    drain_job_seconds: int = 30
+    drain_max_concurrency: int = 16
+    reclaim_idle_seconds: int = 30
+    dead_letter_after: int = 5
+    redis_socket_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build the settings from ``env`` (default: the process environment)."""
+        env = dict(os.environ if env is None else env)
+        d = cls()
+        return cls(
+            database_url=normalize_database_url(env.get("DATABASE_URL") or d.database_url),
+            redis_url=env.get("REDIS_URL") or d.redis_url,
+            port=_int(env, "PORT", d.port, 1),
+            retention_days=_int(env, "RETENTION_DAYS", d.retention_days, 1),
+            partition_premake_days=_int(env, "PARTITION_PREMAKE_DAYS", d.partition_premake_days, 1),
+            max_clock_skew_seconds=_int(env, "MAX_CLOCK_SKEW_SECONDS", d.max_clock_skew_seconds, 0),
+            max_readings_per_request=_int(env, "MAX_READINGS_PER_REQUEST", d.max_readings_per_request, 1),
+            max_request_bytes=_int(env, "MAX_REQUEST_BYTES", d.max_request_bytes, 1024),
+            drain_batch_size=_int(env, "DRAIN_BATCH_SIZE", d.drain_batch_size, 1),
+            drain_block_ms=_int(env, "DRAIN_BLOCK_MS", d.drain_block_ms, 10),
+            drain_job_seconds=_int(env, "DRAIN_JOB_SECONDS", d.drain_job_seconds, 1),
+            drain_max_concurrency=_int(env, "DRAIN_MAX_CONCURRENCY", d.drain_max_concurrency, 1),
+            reclaim_idle_seconds=_int(env, "RECLAIM_IDLE_SECONDS", d.reclaim_idle_seconds, 1),
+            dead_letter_after=_int(env, "DEAD_LETTER_AFTER", d.dead_letter_after, 1),
+            redis_socket_timeout=_float(env, "REDIS_SOCKET_TIMEOUT", d.redis_socket_timeout, 0.1),
+        )

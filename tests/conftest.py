@@ -1,0 +1,163 @@
+"""Fixtures: a private Postgres database and Redis db per test session, cleaned around each test.
+
+The servers are the local ones (or TEST_DATABASE_URL / TEST_REDIS_URL); where neither answers
+and a Docker engine exists, testcontainers starts them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import fakeredis
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from common.database import release
+from common.settings import Settings
+
+SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TABLES = ("meter_readings", "vehicle_readings", "meter_latest", "vehicle_latest", "vehicle_meter_map")
+
+
+def _postgres_answers(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """Return (postgres server URL, redis URL), starting containers only when no server answers."""
+    pg_url, redis_url, containers = SERVER_URL, REDIS_URL, []
+    if not _postgres_answers(pg_url) or not _redis_answers(redis_url):
+        try:
+            from testcontainers.postgres import PostgresContainer
+            from testcontainers.redis import RedisContainer
+        except ImportError as exc:  # pragma: no cover - testcontainers is in requirements.txt
+            pytest.fail(f"no PostgreSQL/Redis answer and testcontainers is missing: {exc}")
+        try:
+            if not _postgres_answers(pg_url):
+                pg = PostgresContainer("postgres:16", driver=None).start()
+                containers.append(pg)
+                pg_url = pg.get_connection_url()
+            if not _redis_answers(redis_url):
+                rc = RedisContainer("redis:7").start()
+                containers.append(rc)
+                redis_url = f"redis://{rc.get_container_host_ip()}:{rc.get_exposed_port(6379)}/15"
+        except Exception as exc:  # noqa: BLE001 - any Docker failure means the same thing here
+            pytest.fail(f"PostgreSQL ({SERVER_URL}) or Redis ({REDIS_URL}) does not answer and Docker failed: {exc}")
+    yield pg_url, redis_url
+    for container in containers:
+        container.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers):
+    """Settings pointing at a fresh database created for this session, migrated and partitioned."""
+    server_url, redis_url = servers
+    dbname = f"energy_test_{uuid.uuid4().hex[:10]}"
+    database_url = make_conninfo(server_url, dbname=dbname)
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "RECLAIM_IDLE_SECONDS": "1",
+        "DRAIN_BLOCK_MS": "100",
+        "DRAIN_JOB_SECONDS": "5",
+        "DEAD_LETTER_AFTER": "3",
+    }
+    s = Settings.from_env(env)
+    release(s)  # creates the database, migrates, creates partitions
+    yield s
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@pytest.fixture
+def db(settings):
+    """An autocommit connection to the test database; every table is emptied after the test."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        yield conn
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
+
+
+@pytest.fixture
+def redis_client(settings):
+    """A decoded client on the test Redis db, flushed before and after the test."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def app(settings, db, redis_client):
+    """The application on the real services."""
+    from web import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def client(app):
+    """A Flask test client on the real services."""
+    return app.test_client()
+
+
+@pytest.fixture
+def fake_app():
+    """The application on fakeredis (for fast validation and latest-state tests)."""
+    from web import create_app
+    from web.latest_state import LatestStateStore
+
+    application = create_app(Settings())
+    fake = fakeredis.FakeRedis(decode_responses=True)
+    application.extensions["redis"] = fake
+    application.extensions["latest_state"] = LatestStateStore(fake)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def fake_client(fake_app):
+    """A Flask test client on fakeredis."""
+    return fake_app.test_client()
+
+
+def iso(ts: datetime) -> str:
+    """Format a timestamp as the API expects."""
+    return ts.astimezone(UTC).isoformat()
+
+
+def minutes_ago(n: float) -> datetime:
+    """Return a timestamp ``n`` minutes before now, whole seconds."""
+    return (datetime.now(UTC) - timedelta(minutes=n)).replace(microsecond=0)
+
+
+def meter(meter_id="meter-1", kwh=10.0, voltage=230.0, ts=None, **extra) -> dict:
+    """Return a valid meter reading body."""
+    return {"meterId": meter_id, "kwhConsumedAc": kwh, "voltage": voltage,
+            "timestamp": iso(ts or minutes_ago(1)), **extra}
+
+
+def vehicle(vehicle_id="vehicle-1", soc=50.0, kwh=8.0, temp=30.0, ts=None, **extra) -> dict:
+    """Return a valid vehicle reading body."""
+    return {"vehicleId": vehicle_id, "soc": soc, "kwhDeliveredDc": kwh, "batteryTemp": temp,
+            "timestamp": iso(ts or minutes_ago(1)), **extra}

@@ -1,0 +1,42 @@
+"""The web process: a Flask app factory in the style of the Flask tutorial."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from common.redis_clients import data_client
+from common.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Create the API application; ``settings`` default to the environment."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        MAX_READINGS_PER_REQUEST=settings.max_readings_per_request,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+
+    from web import cli, errors, latest, telemetry
+    from web.latest_state import LatestStateStore
+
+    app.extensions["redis"] = data_client(settings)
+    app.extensions["latest_state"] = LatestStateStore(app.extensions["redis"])
+    app.extensions["reading_parser"] = telemetry.ReadingParser(
+        settings.max_clock_skew_seconds, settings.retention_days
+    )
+
+    errors.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(telemetry.bp)
+    app.register_blueprint(latest.bp)
+
+    @app.get("/healthz")
+    def healthz():
+        """Answer as long as the process is alive."""
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,80 @@
+"""LatestStateStore: each device's newest reading in a Redis hash, plus the stream append."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from common.streams import API_FIELDS, ID_FIELD, STREAM_KEY, Reading, epoch_micros, format_ts, latest_key
+
+# One atomic round trip per ingest request. For each reading, in order: move the device's hash
+# forward only when the reading is strictly newer than what it holds (an older or equal one
+# leaves it alone), then append the reading to the stream. KEYS[1] is the stream, KEYS[i+1]
+# the hash of reading i; ARGV holds seven values per reading: kind, epoch micros, ISO timestamp,
+# three values (the third empty for a meter) and the COPY row. Doing both in one script means an accepted reading is
+# always in the stream: there is no state where Redis took one half and not the other.
+_INGEST_LUA = """
+local stream = KEYS[1]
+local n = #KEYS - 1
+for i = 1, n do
+  local key = KEYS[i + 1]
+  local a = (i - 1) * 7
+  local kind = ARGV[a + 1]
+  local ts = tonumber(ARGV[a + 2])
+  local current = redis.call('HGET', key, '_ts')
+  if (not current) or tonumber(current) < ts then
+    if kind == 'm' then
+      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
+                 'kwhConsumedAc', ARGV[a + 4], 'voltage', ARGV[a + 5])
+    else
+      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
+                 'soc', ARGV[a + 4], 'kwhDeliveredDc', ARGV[a + 5], 'batteryTemp', ARGV[a + 6])
+    end
+  end
+  redis.call('XADD', stream, '*', 'k', kind, 'r', ARGV[a + 7])
+end
+return n
+"""
+
+
+class LatestStateStore:
+    """Write readings to Redis (latest hashes + stream) and read the latest state back."""
+
+    def __init__(self, client: redis.Redis, stream_key: str = STREAM_KEY):
+        self.client = client
+        self.stream_key = stream_key
+        self._ingest = client.register_script(_INGEST_LUA)
+
+    def append(self, readings: Sequence[Reading]) -> int:
+        """Store ``readings`` in one round trip; return how many the stream took."""
+        keys = [self.stream_key]
+        args: list[str] = []
+        for r in readings:
+            keys.append(latest_key(r.kind, r.device_id))
+            values = [repr(v) for v in r.values]
+            values += [""] * (3 - len(values))
+            args += [r.kind, str(epoch_micros(r.ts)), format_ts(r.ts), *values, r.copy_row()]
+        return int(self._ingest(keys=keys, args=args))
+
+    def get(self, kind: str, device_id: str) -> dict | None:
+        """Return a device's latest reading in API shape, or None if Redis holds none."""
+        return self._to_api(kind, device_id, self.client.hgetall(latest_key(kind, device_id)))
+
+    def get_many(self, kind: str, device_ids: Sequence[str]) -> dict[str, dict | None]:
+        """Return the latest reading of each device (None where unknown), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for device_id in device_ids:
+            pipe.hgetall(latest_key(kind, device_id))
+        return {d: self._to_api(kind, d, h) for d, h in zip(device_ids, pipe.execute(), strict=True)}
+
+    @staticmethod
+    def _to_api(kind: str, device_id: str, stored: dict) -> dict | None:
+        if not stored or "timestamp" not in stored:
+            return None
+        out: dict = {ID_FIELD[kind]: device_id}
+        for name in API_FIELDS[kind]:
+            out[name] = float(stored[name])
+        out["timestamp"] = stored["timestamp"]
+        return out
+

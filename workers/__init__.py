@@ -1,0 +1,1 @@
+"""The worker process: drains the Redis stream into Postgres."""
