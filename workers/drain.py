@@ -145,7 +145,7 @@ class StreamDrainer:
             entries = self.reclaim()
             if entries:
                 return entries, True
-            self._next_reclaim = time.monotonic() + _RECLAIM_CHECK_SECONDS
+            self._next_reclaim = time.monotonic() + min(_RECLAIM_CHECK_SECONDS, self.settings.reclaim_idle_seconds)
         return self._read(">", block_ms), False
 
     def dead_letter(self, entry_id: str, fields: dict[str, str], failures: int, error: str) -> None:
