@@ -36,6 +36,16 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
     return value
 
 
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+
+
 def normalize_database_url(url: str) -> str:
     """Accept Heroku-style ``postgres://`` URLs as well as ``postgresql://``."""
     if url.startswith("postgres://"):
@@ -62,6 +72,13 @@ class Settings:
     reclaim_idle_seconds: int = 30
     dead_letter_after: int = 5
     redis_socket_timeout: float = 5.0
+    # Backpressure: one hour of 10,000 meters + 10,000 vehicles at one reading a minute.
+    backlog_limit: int = 1_200_000
+    redis_memory_limit_ratio: float = 0.9
+    backpressure_check_ms: int = 250
+    backpressure_retry_after_seconds: int = 5
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -84,4 +101,12 @@ class Settings:
             reclaim_idle_seconds=_int(env, "RECLAIM_IDLE_SECONDS", d.reclaim_idle_seconds, 1),
             dead_letter_after=_int(env, "DEAD_LETTER_AFTER", d.dead_letter_after, 1),
             redis_socket_timeout=_float(env, "REDIS_SOCKET_TIMEOUT", d.redis_socket_timeout, 0.1),
+            backlog_limit=_int(env, "BACKLOG_LIMIT", d.backlog_limit, 1),
+            redis_memory_limit_ratio=_float(env, "REDIS_MEMORY_LIMIT_RATIO", d.redis_memory_limit_ratio, 0.01),
+            backpressure_check_ms=_int(env, "BACKPRESSURE_CHECK_MS", d.backpressure_check_ms, 0),
+            backpressure_retry_after_seconds=_int(
+                env, "BACKPRESSURE_RETRY_AFTER_SECONDS", d.backpressure_retry_after_seconds, 1
+            ),
+            log_format=_choice(env, "LOG_FORMAT", d.log_format, ("json", "text")),
+            log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
