@@ -19,7 +19,7 @@ migrate: install
 	$(BIN)/flask --app web migrate
 
 run: migrate
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile web worker scheduler
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --port $${PORT:-8000} web worker scheduler
 
 lint: install
 	$(BIN)/ruff check .

@@ -13,3 +13,6 @@ graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
 accesslog = None
 errorlog = "-"
+# Gunicorn 27's control socket defaults to one fixed path per user, which two servers on one
+# machine (tests, a benchmark beside `make run`) would fight over; nothing here uses it.
+control_socket_disable = True
