@@ -34,9 +34,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(telemetry.bp)
     app.register_blueprint(latest.bp)
 
-    @app.get("/healthz")
-    def healthz():
-        """Answer as long as the process is alive."""
-        return {"status": "ok"}
+    from web import analytics, db, mappings, openapi
+
+    db.init_app(app)  # the Postgres pool opens lazily, per process, on first use
+    app.register_blueprint(mappings.bp)
+    app.register_blueprint(analytics.bp)
+    openapi.init_app(app)  # /openapi.json and /docs
+
+    from web import backpressure, ops, request_log
+
+    backpressure.init_app(app)
+    ops.init_app(app)  # /healthz, /readyz, /metrics
+    request_log.init_app(app)
 
     return app

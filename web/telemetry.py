@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from common.streams import METER, VEHICLE, Reading
+from web import ops
 from web.errors import ApiError
 from web.schemas import MeterReadingSchema, VehicleReadingSchema
 
@@ -80,8 +81,14 @@ def ingest():
     limit = current_app.config["MAX_READINGS_PER_REQUEST"]
     if isinstance(body, list) and len(body) > limit:
         raise ApiError(413, "too_many_readings", f"{len(body)} readings in one request; the limit is {limit}.")
-    readings = current_app.extensions["reading_parser"].parse(body)
+    ops.check_backpressure(body)  # 503 + Retry-After while the drain is too far behind
+    try:
+        readings = current_app.extensions["reading_parser"].parse(body)
+    except ApiError:
+        ops.count_rejected(body, "invalid")
+        raise
     current_app.extensions["latest_state"].append(readings)
+    ops.count_accepted(readings)
     meters = sum(1 for r in readings if r.kind == METER)
     response = jsonify(accepted=len(readings), meters=meters, vehicles=len(readings) - meters)
     response.status_code = 202

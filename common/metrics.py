@@ -1,0 +1,212 @@
+"""Metrics shared by every process: counters kept in Redis, and the stream's load read from Redis.
+
+Counters live in one Redis hash so that ``GET /metrics`` on any web process (any gunicorn worker,
+any dyno or container) reports the totals of the whole deployment, including what the workers
+did. Web processes buffer their increments in memory and flush them in one round trip at most
+every ``FLUSH_SECONDS`` (and on every scrape), so the ingest hot path pays no extra round trip.
+Workers add theirs once per batch. Gauges (backlog, pending...) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from common.streams import CONSUMER_GROUP, STREAM_KEY
+
+log = logging.getLogger(__name__)
+
+COUNTERS_KEY = "metrics:counters"
+DRAIN_SECONDS_KEY = "metrics:drain_batch_seconds"
+FLUSH_SECONDS = 0.25
+
+# name -> (help, label names). Exposed as ``energy_<name>_total``.
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "readings_accepted": ("Readings accepted by POST /v1/telemetry (taken by Redis), by kind.", ("kind",)),
+    "readings_rejected": (
+        "Readings refused by POST /v1/telemetry, by kind (meter, vehicle, unknown) and reason "
+        "(invalid: failed validation, overloaded: backpressure 503).",
+        ("kind", "reason"),
+    ),
+    "rows_written": ("History rows inserted into Postgres by the drain (duplicates not counted).", ()),
+    "duplicates_skipped": ("Rows the drain received that history already held (at-least-once redelivery).", ()),
+    "entries_acked": ("Stream entries acknowledged after their rows were committed.", ()),
+    "drain_write_failures": ("Failed attempts to write one stream entry (it stays pending and is retried).", ()),
+    "dead_lettered": ("Stream entries moved to the dead-letter stream after repeated write failures.", ()),
+    "reclaimed_entries": ("Pending entries claimed from an idle or dead consumer.", ()),
+    "stream_trimmed_entries": ("Acknowledged entries removed from the stream by the trim job.", ()),
+    "partitions_dropped": ("Daily history partitions dropped by the retention job.", ()),
+}
+DRAIN_BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_INF = "+Inf"
+
+
+def counter_field(name: str, *labels: str) -> str:
+    """Return the hash field of a counter with its label values, e.g. ``readings_accepted|meter``."""
+    if name not in COUNTERS or len(labels) != len(COUNTERS[name][1]):
+        raise ValueError(f"unknown counter or wrong labels: {name}{labels}")
+    return "|".join((name, *labels))
+
+
+def parse_counter_field(field: str) -> tuple[str, tuple[str, ...]]:
+    """Split a counter's hash field into its name and label values."""
+    name, *labels = field.split("|")
+    return name, tuple(labels)
+
+
+def incr(client: redis.Redis, name: str, amount: int = 1, *labels: str) -> None:
+    """Add ``amount`` to a counter (``client`` may be a pipeline)."""
+    if amount:
+        client.hincrby(COUNTERS_KEY, counter_field(name, *labels), amount)
+
+
+def observe_drain_batch(client: redis.Redis, seconds: float) -> None:
+    """Record one drain batch's duration in the histogram (``client`` may be a pipeline)."""
+    index = bisect.bisect_left(DRAIN_BATCH_BUCKETS, seconds)
+    bucket = str(DRAIN_BATCH_BUCKETS[index]) if index < len(DRAIN_BATCH_BUCKETS) else _INF
+    client.hincrby(DRAIN_SECONDS_KEY, bucket, 1)
+    client.hincrbyfloat(DRAIN_SECONDS_KEY, "sum", seconds)
+
+
+def read_counters(client: redis.Redis) -> dict[str, dict[tuple[str, ...], int]]:
+    """Return every counter: name -> {label values: value}."""
+    out: dict[str, dict[tuple[str, ...], int]] = {name: {} for name in COUNTERS}
+    for field, value in client.hgetall(COUNTERS_KEY).items():
+        field = field.decode() if isinstance(field, bytes) else field
+        name, labels = parse_counter_field(field)
+        if name in out:
+            out[name][labels] = int(value)
+    return out
+
+
+def read_drain_histogram(client: redis.Redis) -> tuple[list[tuple[str, int]], float, int]:
+    """Return the drain batch histogram as (cumulative buckets, sum, count)."""
+    raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in client.hgetall(DRAIN_SECONDS_KEY).items()}
+    cumulative, running = [], 0
+    for bound in (*map(str, DRAIN_BATCH_BUCKETS), _INF):
+        running += int(raw.get(bound, 0))
+        cumulative.append((bound, running))
+    return cumulative, float(raw.get("sum", 0.0)), running
+
+
+class CounterBuffer:
+    """Counter increments of one web process, held in memory and flushed to Redis in one round trip."""
+
+    def __init__(self, client_getter: Callable[[], redis.Redis], flush_seconds: float = FLUSH_SECONDS):
+        self._client_getter = client_getter
+        self._flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._pending: Counter[str] = Counter()
+        self._last_flush = time.monotonic()
+        self._flusher: threading.Thread | None = None
+
+    def add(self, name: str, amount: int = 1, *labels: str) -> None:
+        """Count ``amount``; flush now if the last flush is older than the flush interval."""
+        if not amount:
+            return
+        field = counter_field(name, *labels)
+        with self._lock:
+            self._pending[field] += amount
+        if time.monotonic() - self._last_flush >= self._flush_seconds:
+            with contextlib.suppress(redis.RedisError):
+                self.flush()
+
+    def flush(self) -> int:
+        """Write the buffered increments to Redis; keep them if Redis fails. Return how many fields."""
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            self._last_flush = time.monotonic()
+        if not pending:
+            return 0
+        try:
+            pipe = self._client_getter().pipeline(transaction=False)
+            for field, amount in pending.items():
+                pipe.hincrby(COUNTERS_KEY, field, amount)
+            pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                self._pending.update(pending)
+            raise
+        return len(pending)
+
+    def start_flusher(self, interval: float = 1.0) -> None:
+        """Flush from a daemon thread every ``interval`` seconds (for processes that may go idle)."""
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(interval)
+                try:
+                    self.flush()
+                except redis.RedisError as exc:
+                    log.warning("metrics flush failed", extra={"error": str(exc)})
+
+        self._flusher = threading.Thread(target=loop, name="metrics-flusher", daemon=True)
+        self._flusher.start()
+
+
+@dataclass(frozen=True)
+class StreamLoad:
+    """How much work the stream holds for the drain, and how full Redis is."""
+
+    length: int  # XLEN: entries still in the stream (acknowledged ones stay until trimmed)
+    undelivered: int | None  # the group's lag: entries never read by any consumer (None if unknown)
+    pending: int  # read but not yet acknowledged
+    used_memory: int
+    maxmemory: int  # 0: no limit configured
+
+    @property
+    def backlog(self) -> int:
+        """Entries not yet written to Postgres: undelivered + pending (XLEN if the lag is unknown)."""
+        if self.undelivered is None:
+            return self.length
+        return self.undelivered + self.pending
+
+
+def read_stream_load(client: redis.Redis, stream_key: str = STREAM_KEY, group: str = CONSUMER_GROUP) -> StreamLoad:
+    """Read the stream's backlog and Redis memory in one round trip (XINFO GROUPS, XLEN, INFO memory)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xinfo_groups(stream_key)
+    pipe.xlen(stream_key)
+    pipe.info("memory")
+    groups, length, memory = pipe.execute(raise_on_error=False)
+    if isinstance(length, Exception):
+        raise length
+    if isinstance(memory, redis.ResponseError):
+        memory = {}  # INFO disabled (some hosted Redis, fakeredis): the memory check is skipped
+    elif isinstance(memory, Exception):
+        raise memory
+    undelivered: int | None = length  # no stream or no group yet: everything is undelivered
+    pending = 0
+    if isinstance(groups, list):
+        for info in groups:
+            info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+            if (info.get("name") in (group, group.encode())):
+                lag = info.get("lag")
+                undelivered = None if lag is None else int(lag)
+                pending = int(info.get("pending") or 0)
+    elif not (isinstance(groups, redis.ResponseError) and "no such key" in str(groups)):
+        raise groups
+    return StreamLoad(
+        length=int(length),
+        undelivered=undelivered,
+        pending=pending,
+        used_memory=int(memory.get("used_memory", 0)),
+        maxmemory=int(memory.get("maxmemory", 0)),
+    )
+
+
+def entry_id_millis(entry_id: str | bytes) -> int:
+    """Return the time (Unix ms) encoded in a stream entry id: when Redis added the entry."""
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    return int(entry_id.split("-", 1)[0])

@@ -1,0 +1,239 @@
+"""Operations endpoints: /healthz, /readyz and /metrics (Prometheus text format), and ingest counters.
+
+/metrics reports deployment-wide numbers: counters are kept in Redis (see common/metrics.py), so
+every gunicorn worker, web dyno or container answers the same totals; gauges are read from Redis
+and Postgres at scrape time. A server that cannot be reached is reported as ``energy_up 0`` and
+its gauges are left out; the endpoint itself still answers 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import psycopg
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from common import metrics
+from common.database import HISTORY_TABLES, load_sql
+from common.settings import Settings
+from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, KIND_NAMES, METER, STREAM_KEY, Reading
+from web.backpressure import OverloadedError
+
+bp = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_SECONDS = 2
+
+
+# -- ingest counters (called by web/telemetry.py) ----------------------------------------------
+
+
+def count_accepted(readings: Iterable[Reading]) -> None:
+    """Count readings that Redis took, by kind."""
+    meters = vehicles = 0
+    for reading in readings:
+        if reading.kind == METER:
+            meters += 1
+        else:
+            vehicles += 1
+    buffer: metrics.CounterBuffer = current_app.extensions["metrics_buffer"]
+    buffer.add("readings_accepted", meters, "meter")
+    buffer.add("readings_accepted", vehicles, "vehicle")
+
+
+def count_rejected(body, reason: str) -> None:
+    """Count the readings of a refused body by the kind each item claims (meter, vehicle, unknown)."""
+    items = body if isinstance(body, list) else [body]
+    kinds = {"meter": 0, "vehicle": 0, "unknown": 0}
+    for item in items:
+        if isinstance(item, dict) and ("meterId" in item) != ("vehicleId" in item):
+            kinds["meter" if "meterId" in item else "vehicle"] += 1
+        else:
+            kinds["unknown"] += 1
+    buffer: metrics.CounterBuffer = current_app.extensions["metrics_buffer"]
+    for kind, amount in kinds.items():
+        buffer.add("readings_rejected", amount, kind, reason)
+
+
+def check_backpressure(body) -> None:
+    """Refuse the request (503 + Retry-After) while the drain is too far behind; count what was refused."""
+    try:
+        current_app.extensions["backpressure"].check()
+    except OverloadedError:
+        count_rejected(body, "overloaded")
+        raise
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+@bp.get("/healthz")
+def healthz():
+    """Answer as long as the process is alive (liveness: touches no server)."""
+    return {"status": "ok"}
+
+
+def _probe(check) -> dict:
+    started = time.perf_counter()
+    try:
+        check()
+    except (redis.RedisError, psycopg.Error, OSError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()}"[:300]}
+    return {"ok": True, "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _postgres_probe(settings: Settings) -> None:
+    with psycopg.connect(settings.database_url, connect_timeout=_PROBE_TIMEOUT_SECONDS,
+                         application_name="energy-readyz") as conn:
+        conn.execute("SELECT 1")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Answer 200 when Redis and Postgres both answer, else 503; the body says which failed and why."""
+    settings: Settings = current_app.config["SETTINGS"]
+    checks = {
+        "redis": _probe(current_app.extensions["redis"].ping),
+        "postgres": _probe(lambda: _postgres_probe(settings)),
+    }
+    ready = all(c["ok"] for c in checks.values())
+    response = jsonify(status="ready" if ready else "unavailable", checks=checks)
+    response.status_code = 200 if ready else 503
+    return response
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+class EngineCollector:
+    """Build every metric family from Redis and Postgres at scrape time."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+
+    def collect(self):
+        """Yield the metric families (called by ``generate_latest``)."""
+        settings: Settings = self.app.config["SETTINGS"]
+        client: redis.Redis = self.app.extensions["redis"]
+        up = GaugeMetricFamily("energy_up", "1 if the server answered this scrape, else 0.", labels=["server"])
+        try:
+            families = list(self._redis_families(client))
+            up.add_metric(["redis"], 1)
+        except redis.RedisError as exc:
+            log.warning("metrics: redis unavailable", extra={"error": str(exc)})
+            families = []
+            up.add_metric(["redis"], 0)
+        try:
+            families += list(self._postgres_families(settings))
+            up.add_metric(["postgres"], 1)
+        except psycopg.Error as exc:
+            log.warning("metrics: postgres unavailable", extra={"error": str(exc).strip()})
+            up.add_metric(["postgres"], 0)
+        yield up
+        yield from families
+
+    def _redis_families(self, client: redis.Redis):
+        counters = metrics.read_counters(client)
+        for name, (help_text, labels) in metrics.COUNTERS.items():
+            family = CounterMetricFamily(f"energy_{name}", help_text, labels=list(labels))
+            defaults = _default_label_values(name)
+            for label_values in sorted(set(counters[name]) | defaults):
+                family.add_metric(list(label_values), counters[name].get(label_values, 0))
+            yield family
+
+        buckets, total, count = metrics.read_drain_histogram(client)
+        yield HistogramMetricFamily(
+            "energy_drain_batch_duration_seconds",
+            "Time to write one drain batch to Postgres and acknowledge it; the count is the number of batches.",
+            buckets=buckets, sum_value=total,
+        )
+        yield CounterMetricFamily("energy_drain_batches", "Drain batches written (committed and acknowledged).",
+                                  value=count)
+
+        load = metrics.read_stream_load(client)
+        pipe = client.pipeline(transaction=False)
+        pipe.xpending(STREAM_KEY, CONSUMER_GROUP)
+        pipe.xlen(DEAD_LETTER_STREAM_KEY)
+        pending_summary, dead_letters = pipe.execute(raise_on_error=False)
+        if isinstance(dead_letters, Exception):
+            raise dead_letters
+        oldest_age = 0.0
+        if isinstance(pending_summary, dict) and pending_summary.get("pending") and pending_summary.get("min"):
+            oldest_age = max(0.0, time.time() - metrics.entry_id_millis(pending_summary["min"]) / 1000)
+        gauges = (
+            ("energy_stream_backlog", "Readings accepted but not yet written to Postgres (undelivered + pending).",
+             load.backlog),
+            ("energy_stream_undelivered", "Stream entries no consumer has read yet (the group's lag).",
+             load.undelivered if load.undelivered is not None else load.length),
+            ("energy_stream_pending_entries", "Entries read by a drain but not yet acknowledged.", load.pending),
+            ("energy_stream_oldest_pending_age_seconds",
+             "Age of the oldest pending entry (since Redis took it); 0 when nothing is pending.", oldest_age),
+            ("energy_stream_length", "Entries in the Redis stream (acknowledged ones stay until trimmed).",
+             load.length),
+            ("energy_dead_letters", "Entries in the dead-letter stream, waiting for replay or purge.",
+             int(dead_letters)),
+            ("energy_redis_used_memory_bytes", "Redis used_memory.", load.used_memory),
+            ("energy_redis_maxmemory_bytes", "Redis maxmemory (0: no limit).", load.maxmemory),
+        )
+        for name, help_text, value in gauges:
+            yield GaugeMetricFamily(name, help_text, value=value)
+        gate = self.app.extensions.get("backpressure")
+        overloaded = gate.judge(load) is not None if gate is not None else False
+        yield GaugeMetricFamily("energy_ingest_overloaded",
+                                "1 while ingest answers 503 because of the backlog or Redis memory.",
+                                value=int(overloaded))
+
+    def _postgres_families(self, settings: Settings):
+        today = datetime.now(UTC).date()
+        with psycopg.connect(settings.database_url, connect_timeout=_PROBE_TIMEOUT_SECONDS,
+                             application_name="energy-metrics") as conn:
+            rows = conn.execute(load_sql("ops/partition_counts"),
+                                {"tables": list(HISTORY_TABLES), "today": today}).fetchall()
+        ahead = GaugeMetricFamily("energy_partitions_ahead",
+                                  "Daily partitions present for days after today (UTC).", labels=["table"])
+        behind = GaugeMetricFamily("energy_partitions_behind",
+                                   "Daily partitions present for days before today (UTC).", labels=["table"])
+        current = GaugeMetricFamily("energy_partition_today", "1 if today's (UTC) partition exists.",
+                                    labels=["table"])
+        for table, n_ahead, n_behind, n_today in rows:
+            ahead.add_metric([table], n_ahead)
+            behind.add_metric([table], n_behind)
+            current.add_metric([table], n_today)
+        yield from (ahead, behind, current)
+
+
+def _default_label_values(name: str) -> set[tuple[str, ...]]:
+    """Label values shown as 0 before anything is counted, so dashboards see every series."""
+    kinds = tuple(KIND_NAMES.values())
+    if name == "readings_accepted":
+        return {(k,) for k in kinds}
+    if name == "readings_rejected":
+        return {(k, reason) for k in (*kinds, "unknown") for reason in ("invalid", "overloaded")}
+    return {()} if not metrics.COUNTERS[name][1] else set()
+
+
+@bp.get("/metrics")
+def metrics_endpoint():
+    """Expose every metric in the Prometheus text format."""
+    buffer: metrics.CounterBuffer = current_app.extensions["metrics_buffer"]
+    with contextlib.suppress(redis.RedisError):
+        buffer.flush()  # this process's own recent increments, so a scrape sees them
+    output = generate_latest(current_app.extensions["metrics_registry"])
+    return Response(output, status=200, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    """Register the ops endpoints, the counter buffer and the metrics registry on ``app``."""
+    app.extensions["metrics_buffer"] = metrics.CounterBuffer(lambda: app.extensions["redis"])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(app))
+    app.extensions["metrics_registry"] = registry
+    app.register_blueprint(bp)
