@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
+from common import metrics
 from common.database import connect
 from common.redis_clients import data_client
 from common.settings import Settings
@@ -130,7 +131,9 @@ class StreamDrainer:
         claimed = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if claimed:
             self.totals.reclaimed += len(claimed)
-            log.info("reclaimed %d idle entries", len(claimed))
+            log.info("reclaimed idle entries", extra={"entries": len(claimed), "consumer": self.consumer})
+            with contextlib.suppress(redis.RedisError):
+                metrics.incr(self.client, "reclaimed_entries", len(claimed))
         return claimed
 
     def fetch(self, block_ms: int) -> tuple[list[Entry], bool]:
@@ -162,9 +165,10 @@ class StreamDrainer:
         pipe.xadd(self.dead_letter_key, record)
         pipe.xack(self.stream_key, self.group, entry_id)
         pipe.hdel(FAILURES_KEY, entry_id)
+        metrics.incr(pipe, "dead_lettered")
         pipe.execute()
         self.totals.dead_lettered += 1
-        log.warning("dead-lettered entry %s after %d failed writes: %s", entry_id, failures, error)
+        log.warning("dead-lettered entry", extra={"entry_id": entry_id, "failures": failures, "error": error})
 
     def ack(self, ids: list[str], redelivered: bool = False) -> None:
         """Acknowledge entries whose rows are committed (and forget their past failures)."""
@@ -222,7 +226,8 @@ class StreamDrainer:
             if len(entries) == 1:
                 self._record_failure(entries[0], exc)
                 return []
-            log.warning("batch of %d failed (%s); writing its entries one by one", len(entries), exc)
+            log.warning("batch failed; writing its entries one by one",
+                        extra={"batch_size": len(entries), "error": str(exc).strip()})
         committed = []
         for entry in entries:
             try:
@@ -242,7 +247,9 @@ class StreamDrainer:
         self.totals.write_failures += 1
         message = f"{type(exc).__name__}: {str(exc).strip()}"[:2000]
         failures = int(self.client.hincrby(FAILURES_KEY, entry_id, 1))
-        log.warning("entry %s could not be written (failure %d): %s", entry_id, failures, message)
+        log.warning("entry could not be written", extra={"entry_id": entry_id, "failures": failures, "error": message})
+        with contextlib.suppress(redis.RedisError):
+            metrics.incr(self.client, "drain_write_failures")
         if failures >= self.settings.dead_letter_after:
             self.dead_letter(entry_id, fields, failures, message)
 
@@ -270,16 +277,43 @@ class StreamDrainer:
             self._inflight = None
             return 0
         started = time.monotonic()
+        rows_before, duplicates_before = self.totals.rows_written, self.totals.duplicates_skipped
         committed = self.write(entries)
         self._inflight = None
         self._unacked = (committed, redelivered)
         self.ack(committed, redelivered)
         self._unacked = None
+        seconds = time.monotonic() - started
+        rows = self.totals.rows_written - rows_before
+        duplicates = self.totals.duplicates_skipped - duplicates_before
+        self._record_batch(len(committed), rows, duplicates, seconds)
         log.info(
-            "drained batch entries=%d committed=%d duration_ms=%.1f",
-            len(entries), len(committed), (time.monotonic() - started) * 1000,
+            "drained batch",
+            extra={
+                "batch_size": len(entries),
+                "committed": len(committed),
+                "rows": rows,
+                "duplicates": duplicates,
+                "redelivered": redelivered,
+                "duration_ms": round(seconds * 1000, 1),
+                # How far behind real time the drain is: age of the batch's oldest entry at commit.
+                "lag_seconds": round(max(0.0, time.time() - metrics.entry_id_millis(entries[0][0]) / 1000), 3),
+                "consumer": self.consumer,
+            },
         )
         return len(committed)
+
+    def _record_batch(self, committed: int, rows: int, duplicates: int, seconds: float) -> None:
+        """Add a committed batch to the shared counters (a metric lost to a Redis error is only a metric)."""
+        if not committed:
+            return
+        with contextlib.suppress(redis.RedisError):
+            pipe = self.client.pipeline(transaction=False)
+            metrics.incr(pipe, "entries_acked", committed)
+            metrics.incr(pipe, "rows_written", rows)
+            metrics.incr(pipe, "duplicates_skipped", duplicates)
+            metrics.observe_drain_batch(pipe, seconds)
+            pipe.execute()
 
     def run(
         self, seconds: float, stop: threading.Event = STOP, heartbeat: Callable[[], None] | None = None
@@ -301,7 +335,7 @@ class StreamDrainer:
                 backoff = 0.1
             except (PostgresUnavailableError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 self.totals.retries += 1
-                log.warning("drain paused for %.1fs: %s", backoff, exc)
+                log.warning("drain paused", extra={"retry_in_seconds": backoff, "error": str(exc).strip()})
                 stop.wait(min(backoff, max(0.0, deadline - time.monotonic())))
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
             except redis.ResponseError as exc:
