@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+from psycopg import sql
 
 
 def free_port() -> int:
@@ -69,14 +70,20 @@ class PrivatePostgres:
         command = [str(self.bin / args[0]), *args[1:]]
         if self._as_root:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        return done
 
     def url(self, dbname: str = "postgres") -> str:
         """Return a connection URL for ``dbname`` on this cluster."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def init(self) -> None:
-        """Create the cluster (trust authentication on loopback; it only listens there)."""
+        """Create the cluster (trust authentication on loopback; it only listens there).
+
+        As root the cluster belongs to the ``postgres`` user, which must be able to reach ``root``.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if self._as_root:
@@ -118,12 +125,10 @@ class PrivatePostgres:
         except psycopg.OperationalError:
             return False
 
-    def create_database(self, dbname: str) -> str:
-        """Create an empty database and return its URL."""
+    def drop_database(self, dbname: str) -> None:
+        """Drop ``dbname`` if it exists (the release step creates it again)."""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{dbname}"')
-        return self.url(dbname)
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
 class PrivateRedis:

@@ -1,0 +1,158 @@
+"""Read back what the engine stored (Postgres history and latest, Redis latest) and compare it with what was sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+import redis
+
+from common.streams import API_FIELDS, CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, METER, STREAM_KEY, VEHICLE, latest_key
+from tests.reliability.datasets import reading_key, reading_values
+
+Key = tuple[str, str, datetime]
+
+_HISTORY_SQL = {
+    METER: "SELECT meter_id, ts, kwh_consumed_ac, voltage FROM meter_readings",
+    VEHICLE: "SELECT vehicle_id, ts, soc, kwh_delivered_dc, battery_temp FROM vehicle_readings",
+}
+_LATEST_SQL = {
+    METER: "SELECT meter_id, ts, kwh_consumed_ac, voltage FROM meter_latest ORDER BY 1",
+    VEHICLE: "SELECT vehicle_id, ts, soc, kwh_delivered_dc, battery_temp FROM vehicle_latest ORDER BY 1",
+}
+_DUPLICATES_SQL = {
+    METER: "SELECT count(*) - count(DISTINCT (meter_id, ts)) FROM meter_readings",
+    VEHICLE: "SELECT count(*) - count(DISTINCT (vehicle_id, ts)) FROM vehicle_readings",
+}
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
+
+
+def history(conn: psycopg.Connection) -> dict[Key, tuple[float, ...]]:
+    """Return every stored history row by (kind, device, ts)."""
+    rows: dict[Key, tuple[float, ...]] = {}
+    for kind, query in _HISTORY_SQL.items():
+        for device_id, ts, *values in conn.execute(query):
+            rows[(kind, device_id, _utc(ts))] = tuple(values)
+    return rows
+
+
+def history_count(conn: psycopg.Connection) -> int:
+    """Return how many rows both history tables hold."""
+    return sum(conn.execute(f"SELECT count(*) FROM ({q}) h").fetchone()[0] for q in _HISTORY_SQL.values())
+
+
+def duplicates_stored(conn: psycopg.Connection) -> int:
+    """Return how many history rows repeat a (device, ts) already stored."""
+    return sum(conn.execute(q).fetchone()[0] for q in _DUPLICATES_SQL.values())
+
+
+def postgres_latest(conn: psycopg.Connection) -> dict[tuple[str, str], tuple]:
+    """Return the *_latest tables as {(kind, device): (ts, values...)}."""
+    out = {}
+    for kind, query in _LATEST_SQL.items():
+        for device_id, ts, *values in conn.execute(query):
+            out[(kind, device_id)] = (_utc(ts), *values)
+    return out
+
+
+def redis_latest(client: redis.Redis) -> dict[tuple[str, str], tuple]:
+    """Return every latest-state hash in Redis as {(kind, device): (ts, values...)}."""
+    prefixes = {f"latest:{name}:": kind for kind, name in ((METER, "meter"), (VEHICLE, "vehicle"))}
+    keys = list(client.scan_iter("latest:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    out = {}
+    for key, stored in zip(keys, pipe.execute(), strict=True):
+        for prefix, kind in prefixes.items():
+            if key.startswith(prefix) and "timestamp" in stored:
+                ts = _utc(datetime.fromisoformat(stored["timestamp"]))
+                out[(kind, key[len(prefix):])] = (ts, *(float(stored[f]) for f in API_FIELDS[kind]))
+    return out
+
+
+def redis_latest_raw(client: redis.Redis) -> dict[str, dict]:
+    """Return every latest-state hash exactly as Redis holds it."""
+    keys = sorted(client.scan_iter("latest:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    return dict(zip(keys, pipe.execute(), strict=True))
+
+
+def stream_leftovers(client: redis.Redis) -> tuple[int, int]:
+    """Return (entries pending in the consumer group, entries in the dead-letter stream)."""
+    pending = 0
+    if client.exists(STREAM_KEY):
+        summary = client.xpending(STREAM_KEY, CONSUMER_GROUP)
+        pending = int(summary["pending"])
+    return pending, int(client.xlen(DEAD_LETTER_STREAM_KEY))
+
+
+@dataclass
+class Expected:
+    """What the client was told: the readings answered 202 and those answered 4xx."""
+
+    acknowledged: dict[Key, tuple[float, ...]] = field(default_factory=dict)
+    rejected: set[Key] = field(default_factory=set)
+    readings_sent: int = 0
+    readings_acknowledged: int = 0
+
+    def add(self, body, status: int) -> None:
+        items = body if isinstance(body, list) else [body]
+        self.readings_sent += len(items)
+        if status == 202:
+            self.readings_acknowledged += len(items)
+            for item in items:
+                self.acknowledged[reading_key(item)] = tuple(float(v) for v in reading_values(item))
+        elif 400 <= status < 500:
+            for item in items:
+                if isinstance(item, dict) and ("meterId" in item or "vehicleId" in item):
+                    try:
+                        self.rejected.add(reading_key(item))
+                    except (KeyError, TypeError, ValueError):
+                        continue  # the bad item itself may have no usable key
+
+    def newest(self) -> dict[tuple[str, str], tuple]:
+        """Return each device's newest acknowledged reading as (ts, values...)."""
+        out: dict[tuple[str, str], tuple] = {}
+        for (kind, device_id, ts), values in self.acknowledged.items():
+            current = out.get((kind, device_id))
+            if current is None or ts > current[0]:
+                out[(kind, device_id)] = (ts, *values)
+        return out
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing stored history with what was acknowledged."""
+
+    stored: int
+    lost: list[Key]
+    wrong_values: list[Key]
+    rejected_but_stored: list[Key]
+    unexpected: list[Key]
+
+
+def compare_history(expected: Expected, stored: dict[Key, tuple[float, ...]]) -> Comparison:
+    """Find acknowledged readings missing or altered in history, and rows nobody was told were accepted."""
+    lost = [k for k in expected.acknowledged if k not in stored]
+    wrong = [k for k, v in expected.acknowledged.items() if k in stored and stored[k] != v]
+    rejected = [k for k in expected.rejected if k in stored and k not in expected.acknowledged]
+    unexpected = [k for k in stored if k not in expected.acknowledged]
+    return Comparison(len(stored), lost, wrong, rejected, unexpected)
+
+
+def latest_mismatches(expected: dict[tuple[str, str], tuple], actual: dict[tuple[str, str], tuple]) -> list:
+    """Return the devices whose latest state is not their newest acknowledged reading (or that should have none)."""
+    devices = set(expected) | set(actual)
+    return sorted((d, expected.get(d), actual.get(d)) for d in devices if expected.get(d) != actual.get(d))
+
+
+def latest_key_of(kind: str, device_id: str) -> str:
+    """Return the Redis key of a device's latest state."""
+    return latest_key(kind, device_id)
