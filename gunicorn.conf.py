@@ -1,5 +1,6 @@
-"""Gunicorn settings for the web process, from the environment (PORT, WEB_CONCURRENCY)."""
+"""Gunicorn settings for the web process, from the environment (PORT, WEB_CONCURRENCY, LOG_FORMAT)."""
 
+import contextlib
 import multiprocessing
 import os
 
@@ -8,11 +9,48 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2)
 worker_class = "sync"
 # Requests are short (one Redis round trip); a stuck one is killed after this many seconds.
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
-# On SIGTERM, in-flight requests get this long to finish.
+# On SIGTERM, gunicorn stops accepting and in-flight requests get this long to finish.
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
+# The app logs one JSON line per request itself (web/request_log.py): no access log.
 accesslog = None
 errorlog = "-"
 # Gunicorn 27's control socket defaults to one fixed path per user, which two servers on one
 # machine (tests, a benchmark beside `make run`) would fight over; nothing here uses it.
 control_socket_disable = True
+
+# Gunicorn's own lines (boot, worker exits, timeouts) and the app's go to stdout, as JSON lines
+# like every other process (LOG_FORMAT=text for plain text).
+_formatter = (
+    {"()": "common.logging.JsonFormatter", "process": "web"}
+    if os.environ.get("LOG_FORMAT", "json").lower() == "json"
+    else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+)
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"main": _formatter},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stdout"}},
+    "root": {"level": os.environ.get("LOG_LEVEL", "INFO").upper(), "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        # web/request_log.py writes the request lines (with the request id); no second access line.
+        "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+    },
+}
+
+
+def post_worker_init(worker):
+    """Flush this worker's metric counters every second, even when it gets no more requests."""
+    buffer = worker.wsgi.extensions.get("metrics_buffer") if hasattr(worker.wsgi, "extensions") else None
+    if buffer is not None:
+        buffer.start_flusher(interval=1.0)
+
+
+def worker_exit(server, worker):
+    """Flush the last counts of a worker that is stopping."""
+    app = getattr(worker, "wsgi", None)
+    buffer = app.extensions.get("metrics_buffer") if hasattr(app, "extensions") else None
+    if buffer is not None:
+        with contextlib.suppress(Exception):
+            buffer.flush()
