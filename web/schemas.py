@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+# The same rule for Python's re: "$" also matches before a final newline, "\Z" only at the very end
+# (an id ending in a newline would split its COPY row in two).
+DEVICE_ID_REGEX = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
 # A cumulative kWh counter above this is a broken device, not a reading (and keeps sums finite).
 MAX_COUNTER_KWH = 1e12
 VOLTAGE_RANGE = (0.0, 1000.0)  # exclusive minimum, inclusive maximum
@@ -43,9 +47,7 @@ def device_id_field(**kwargs) -> fields.String:
     """Return the field for a meter or vehicle id."""
     return fields.String(
         required=True,
-        validate=validate.Regexp(
-            DEVICE_ID_PATTERN, error="Must be 1 to 64 characters from A-Z, a-z, 0-9 and . _ : -"
-        ),
+        validate=validate.Regexp(DEVICE_ID_REGEX, error="Must be 1 to 64 characters from A-Z, a-z, 0-9 and . _ : -"),
         metadata={"pattern": DEVICE_ID_PATTERN, "maxLength": 64, "minLength": 1},
         **kwargs,
     )

@@ -2,28 +2,78 @@
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import UTC, datetime
+
 import orjson
 from flask import Blueprint, current_app, jsonify, request
-from marshmallow import ValidationError
+from marshmallow import ValidationError, validate
 
-from common.streams import METER, VEHICLE, Reading
+from common.streams import API_FIELDS, ID_FIELD, METER, VEHICLE, Reading
 from web import ops
 from web.errors import ApiError
 from web.schemas import MeterReadingSchema, VehicleReadingSchema
 
 bp = Blueprint("telemetry", __name__)
 
+_MISSING = object()
+# Integers up to 2**53 convert to float exactly; larger ones are left to marshmallow.
+_EXACT_INT = 2**53
+_NEVER = re.compile(r"(?!)")
+
+
+def _id_regex(schema, name: str) -> re.Pattern:
+    """Return the id field's Regexp from ``schema`` (one that never matches if it has other validators)."""
+    validators = schema.fields[name].validators
+    if len(validators) == 1 and isinstance(validators[0], validate.Regexp):
+        return validators[0].regex
+    return _NEVER
+
+
+def _number_bounds(schema, names: tuple[str, ...]) -> tuple[tuple[str, float, float, bool], ...]:
+    """Read each number field's Range from ``schema``: (name, min, max, min inclusive).
+
+    A field whose validators are not exactly one closed-above Range gets impossible bounds, so the
+    fast path never accepts it and marshmallow always decides.
+    """
+    bounds = []
+    for name in names:
+        validators = schema.fields[name].validators
+        rng = validators[0] if len(validators) == 1 and isinstance(validators[0], validate.Range) else None
+        if rng is None or rng.min is None or rng.max is None or not rng.max_inclusive:
+            bounds.append((name, math.inf, -math.inf, True))
+        else:
+            bounds.append((name, float(rng.min), float(rng.max), rng.min_inclusive))
+    return tuple(bounds)
+
 
 class ReadingParser:
-    """Turn decoded JSON items into ``Reading`` objects, or collect every error with its item index."""
+    """Turn decoded JSON items into ``Reading`` objects, or collect every error with its item index.
+
+    The marshmallow schemas are the rules of record. Checking them costs ~100 us a reading, so a
+    fast path first accepts the readings that are plainly valid (bounds and the id pattern are
+    read from the schemas themselves); anything it is not sure of goes through marshmallow, which
+    accepts it or names the bad fields. tests/test_reading_parser.py checks that both agree.
+    """
 
     def __init__(self, max_clock_skew_seconds: int, retention_days: int):
         limits = {"max_clock_skew_seconds": max_clock_skew_seconds, "retention_days": retention_days}
         self.meter_schema = MeterReadingSchema(**limits)
         self.vehicle_schema = VehicleReadingSchema(**limits)
+        self.max_clock_skew = self.meter_schema.max_clock_skew
+        self.retention = self.meter_schema.retention
+        self._meter_bounds = _number_bounds(self.meter_schema, API_FIELDS[METER])
+        self._vehicle_bounds = _number_bounds(self.vehicle_schema, API_FIELDS[VEHICLE])
+        self._meter_id = _id_regex(self.meter_schema, ID_FIELD[METER])
+        self._vehicle_id = _id_regex(self.vehicle_schema, ID_FIELD[VEHICLE])
 
-    def parse_item(self, item) -> Reading:
+    def parse_item(self, item, now: datetime | None = None) -> Reading:
         """Validate one item; raise ``ValidationError`` with per-field messages."""
+        reading = self._plainly_valid(item, now or datetime.now(UTC))
+        return reading if reading is not None else self._schema_load(item)
+
+    def _schema_load(self, item) -> Reading:
         if not isinstance(item, dict):
             raise ValidationError({"_item": ["A reading must be a JSON object."]})
         has_meter, has_vehicle = "meterId" in item, "vehicleId" in item
@@ -36,11 +86,52 @@ class ReadingParser:
         d = self.vehicle_schema.load(item)
         return Reading(VEHICLE, d["vehicleId"], d["timestamp"], (d["soc"], d["kwhDeliveredDc"], d["batteryTemp"]))
 
+    def _plainly_valid(self, item, now: datetime) -> Reading | None:
+        """Return the reading if every field is plainly valid, else None (marshmallow then decides)."""
+        if type(item) is not dict:
+            return None
+        meter_id = item.get("meterId", _MISSING)
+        vehicle_id = item.get("vehicleId", _MISSING)
+        if vehicle_id is _MISSING:
+            kind, device_id, bounds, id_regex = METER, meter_id, self._meter_bounds, self._meter_id
+        elif meter_id is _MISSING:
+            kind, device_id, bounds, id_regex = VEHICLE, vehicle_id, self._vehicle_bounds, self._vehicle_id
+        else:
+            return None
+        if type(device_id) is not str or not id_regex.match(device_id):
+            return None
+        raw_ts = item.get("timestamp")
+        if type(raw_ts) is not str:
+            return None
+        try:
+            # The function marshmallow's AwareDateTime(format="iso") calls.
+            ts = datetime.fromisoformat(raw_ts)
+        except ValueError:
+            return None
+        if ts.tzinfo is None or ts.utcoffset() is None or ts > now + self.max_clock_skew or ts < now - self.retention:
+            return None
+        values = []
+        for name, low, high, low_inclusive in bounds:
+            value = item.get(name)
+            kind_of = type(value)
+            if kind_of is int:
+                if not -_EXACT_INT <= value <= _EXACT_INT:
+                    return None
+                value = float(value)
+            elif kind_of is not float:
+                return None
+            # NaN fails every comparison, so it falls through to marshmallow too.
+            if not (value <= high and (value >= low if low_inclusive else value > low)):
+                return None
+            values.append(value)
+        return Reading(kind, device_id, ts, tuple(values))
+
     def parse(self, body) -> list[Reading]:
         """Validate a request body (one object or an array); raise ``ApiError`` naming every bad field."""
+        now = datetime.now(UTC)
         if isinstance(body, dict):
             try:
-                return [self.parse_item(body)]
+                return [self.parse_item(body, now)]
             except ValidationError as exc:
                 raise ApiError(400, "invalid_reading", "The reading is invalid; nothing was accepted.",
                                fields=exc.messages) from None
@@ -48,10 +139,13 @@ class ReadingParser:
             raise ApiError(400, "invalid_body", "The body must be a JSON object (one reading) or an array of them.")
         if not body:
             raise ApiError(400, "empty_batch", "The array holds no readings.")
+        plain = [self._plainly_valid(item, now) for item in body]
+        if None not in plain:
+            return plain
         readings, problems = [], []
-        for index, item in enumerate(body):
+        for index, (item, reading) in enumerate(zip(body, plain, strict=True)):
             try:
-                readings.append(self.parse_item(item))
+                readings.append(reading if reading is not None else self._schema_load(item))
             except ValidationError as exc:
                 problems.append({"index": index, "fields": exc.messages})
         if problems:
