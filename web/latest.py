@@ -1,36 +1,182 @@
-"""Dashboard reads of each device's latest state, from Redis."""
+"""Dashboard reads of each device's latest state: Redis first, Postgres *_latest on a miss (refilling Redis)."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator, Sequence
 
-from flask import Blueprint, current_app, jsonify
+import psycopg
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import Schema, fields
 
-from common.streams import METER, VEHICLE
+from common.database import load_sql
+from common.streams import API_FIELDS, ID_FIELD, KIND_NAMES, METER, VEHICLE, Reading, format_ts
+from web import db
 from web.errors import ApiError
+from web.latest_state import LatestStateStore
+from web.params import DEVICE_ID, DEVICE_ID_RULE, check_device_id
 from web.schemas import DEVICE_ID_PATTERN
 
 bp = Blueprint("latest", __name__)
-_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+
+MAX_IDS_PER_READ = 1000
+_ID = DEVICE_ID_PATTERN.strip("^$")
+IDS_PATTERN = f"^{_ID}(,{_ID}){{0,{MAX_IDS_PER_READ - 1}}}$"
+_BY_ID_SQL = {METER: "latest/meters_by_id", VEHICLE: "latest/vehicles_by_id"}
+_ALL_SQL = {METER: "latest/all_meters", VEHICLE: "latest/all_vehicles"}
 
 
-def _latest(kind: str, id_name: str, device_id: str):
-    if not _DEVICE_ID.match(device_id):
-        raise ApiError(400, "invalid_parameter", f"{id_name} must be 1 to 64 characters from A-Z, a-z, 0-9 and . _ : -",
-                       parameter=id_name)
-    reading = current_app.extensions["latest_state"].get(kind, device_id)
+class MeterLatestSchema(Schema):
+    """A meter's newest reading."""
+
+    meterId = fields.String(required=True)
+    kwhConsumedAc = fields.Float(required=True)
+    voltage = fields.Float(required=True)
+    timestamp = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class VehicleLatestSchema(Schema):
+    """A vehicle's newest reading."""
+
+    vehicleId = fields.String(required=True)
+    soc = fields.Float(required=True)
+    kwhDeliveredDc = fields.Float(required=True)
+    batteryTemp = fields.Float(required=True)
+    timestamp = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class MetersLatestSchema(Schema):
+    """The newest reading of each known meter asked for, in the order asked; the unknown ones in ``missing``."""
+
+    meters = fields.List(fields.Nested(MeterLatestSchema), required=True)
+    missing = fields.List(fields.String(), required=True)
+
+
+class VehiclesLatestSchema(Schema):
+    """The newest reading of each known vehicle asked for, in the order asked; the unknown ones in ``missing``."""
+
+    vehicles = fields.List(fields.Nested(VehicleLatestSchema), required=True)
+    missing = fields.List(fields.String(), required=True)
+
+
+def _ids_field(example: str) -> fields.String:
+    return fields.String(
+        required=True,
+        metadata={
+            "description": f"Comma-separated ids, 1 to {MAX_IDS_PER_READ} (repeats count once)",
+            "example": example,
+            "pattern": IDS_PATTERN,
+        },
+    )
+
+
+class VehicleIdsQuerySchema(Schema):
+    """The query of the vehicles' multi-read."""
+
+    ids = _ids_field("vehicle-1,vehicle-2,vehicle-404")
+
+
+class MeterIdsQuerySchema(Schema):
+    """The query of the meters' multi-read."""
+
+    ids = _ids_field("meter-1,meter-404")
+
+
+def reading_to_api(reading: Reading) -> dict:
+    """Return a reading in the API shape of a latest read."""
+    out: dict = {ID_FIELD[reading.kind]: reading.device_id}
+    out.update(zip(API_FIELDS[reading.kind], reading.values, strict=True))
+    out["timestamp"] = format_ts(reading.ts)
+    return out
+
+
+def postgres_latest(conn: psycopg.Connection, kind: str, device_ids: Sequence[str]) -> list[Reading]:
+    """Return the durable latest readings of ``device_ids`` that Postgres has."""
+    rows = conn.execute(load_sql(_BY_ID_SQL[kind]), {"ids": list(device_ids)}).fetchall()
+    return [Reading(kind, row[0], row[1], tuple(row[2:])) for row in rows]
+
+
+def iter_postgres_latest(conn: psycopg.Connection, kind: str, batch_size: int) -> Iterator[list[Reading]]:
+    """Yield every durable latest reading of ``kind`` in batches, through a server-side cursor."""
+    with conn.cursor(name=f"all_latest_{KIND_NAMES[kind]}") as cur:
+        cur.itersize = batch_size
+        cur.execute(load_sql(_ALL_SQL[kind]))
+        while rows := cur.fetchmany(batch_size):
+            yield [Reading(kind, row[0], row[1], tuple(row[2:])) for row in rows]
+
+
+def rebuild_latest(conn: psycopg.Connection, store: LatestStateStore, batch_size: int = 5000) -> dict:
+    """Refill Redis from Postgres *_latest (never moving a hash backwards); return counts per kind."""
+    result = {}
+    for kind in (METER, VEHICLE):
+        read = moved = 0
+        for batch in iter_postgres_latest(conn, kind, batch_size):
+            read += len(batch)
+            moved += store.refill(batch)
+        result[KIND_NAMES[kind] + "s"] = {"read": read, "moved": moved}
+    return result
+
+
+def read_latest(kind: str, device_ids: Sequence[str]) -> dict[str, dict | None]:
+    """Return each device's newest reading (None if unknown): Redis in one round trip, Postgres for misses."""
+    store: LatestStateStore = current_app.extensions["latest_state"]
+    found = store.get_many(kind, device_ids)
+    misses = [d for d, reading in found.items() if reading is None]
+    if misses:
+        with db.connection() as conn:
+            readings = postgres_latest(conn, kind, misses)
+        if readings:
+            store.refill(readings)
+            for reading in readings:
+                found[reading.device_id] = reading_to_api(reading)
+    return found
+
+
+def _one(kind: str, device_id: str):
+    check_device_id(ID_FIELD[kind], device_id)
+    reading = read_latest(kind, [device_id])[device_id]
     if reading is None:
-        raise ApiError(404, "not_found", f"No reading is known for {id_name} {device_id!r}.")
+        raise ApiError(404, "not_found", f"No reading is known for {ID_FIELD[kind]} {device_id!r}.")
     return jsonify(reading)
+
+
+def _many(kind: str):
+    raw = request.args.get("ids")
+    if raw is None or raw == "":
+        raise ApiError(400, "missing_parameter", "Give the ids as ?ids=a,b,c.", parameter="ids")
+    device_ids = list(dict.fromkeys(raw.split(",")))  # unique, in the order asked
+    if len(device_ids) > MAX_IDS_PER_READ:
+        raise ApiError(400, "invalid_parameter", f"ids: at most {MAX_IDS_PER_READ} ids in one read.",
+                       parameter="ids")
+    bad = next((d for d in device_ids if not DEVICE_ID.match(d)), None)
+    if bad is not None:
+        raise ApiError(400, "invalid_parameter", f"ids: {bad!r} is not an id: each must be {DEVICE_ID_RULE}.",
+                       parameter="ids")
+    found = read_latest(kind, device_ids)
+    return jsonify({
+        KIND_NAMES[kind] + "s": [found[d] for d in device_ids if found[d] is not None],
+        "missing": [d for d in device_ids if found[d] is None],
+    })
 
 
 @bp.get("/v1/vehicles/<vehicle_id>/latest")
 def vehicle_latest(vehicle_id: str):
     """Return a vehicle's newest reading."""
-    return _latest(VEHICLE, "vehicleId", vehicle_id)
+    return _one(VEHICLE, vehicle_id)
 
 
 @bp.get("/v1/meters/<meter_id>/latest")
 def meter_latest(meter_id: str):
     """Return a meter's newest reading."""
-    return _latest(METER, "meterId", meter_id)
+    return _one(METER, meter_id)
+
+
+@bp.get("/v1/vehicles/latest")
+def vehicles_latest():
+    """Return the newest reading of up to 1,000 vehicles (``?ids=a,b,c``)."""
+    return _many(VEHICLE)
+
+
+@bp.get("/v1/meters/latest")
+def meters_latest():
+    """Return the newest reading of up to 1,000 meters (``?ids=a,b,c``)."""
+    return _many(METER)

@@ -37,6 +37,32 @@ end
 return n
 """
 
+# Refill hashes from Postgres (a read that missed, or a rebuild after Redis lost its data) with the
+# same rule as ingest: a hash only moves forward in time, so a refill never overwrites a newer
+# reading that arrived meanwhile. KEYS[i] is the hash of reading i; ARGV holds six values per
+# reading: kind, epoch micros, ISO timestamp and three values (the third empty for a meter).
+# Returns how many hashes moved.
+_REFILL_LUA = """
+local moved = 0
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local a = (i - 1) * 6
+  local ts = tonumber(ARGV[a + 2])
+  local current = redis.call('HGET', key, '_ts')
+  if (not current) or tonumber(current) < ts then
+    if ARGV[a + 1] == 'm' then
+      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
+                 'kwhConsumedAc', ARGV[a + 4], 'voltage', ARGV[a + 5])
+    else
+      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
+                 'soc', ARGV[a + 4], 'kwhDeliveredDc', ARGV[a + 5], 'batteryTemp', ARGV[a + 6])
+    end
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
 
 class LatestStateStore:
     """Write readings to Redis (latest hashes + stream) and read the latest state back."""
@@ -45,6 +71,7 @@ class LatestStateStore:
         self.client = client
         self.stream_key = stream_key
         self._ingest = client.register_script(_INGEST_LUA)
+        self._refill = client.register_script(_REFILL_LUA)
 
     def append(self, readings: Sequence[Reading]) -> int:
         """Store ``readings`` in one round trip; return how many the stream took."""
@@ -56,6 +83,19 @@ class LatestStateStore:
             values += [""] * (3 - len(values))
             args += [r.kind, str(epoch_micros(r.ts)), format_ts(r.ts), *values, r.copy_row()]
         return int(self._ingest(keys=keys, args=args))
+
+    def refill(self, readings: Sequence[Reading]) -> int:
+        """Move hashes forward to ``readings`` (never backwards) in one round trip; return how many moved."""
+        if not readings:
+            return 0
+        keys: list[str] = []
+        args: list[str] = []
+        for r in readings:
+            keys.append(latest_key(r.kind, r.device_id))
+            values = [repr(v) for v in r.values]
+            values += [""] * (3 - len(values))
+            args += [r.kind, str(epoch_micros(r.ts)), format_ts(r.ts), *values]
+        return int(self._refill(keys=keys, args=args))
 
     def get(self, kind: str, device_id: str) -> dict | None:
         """Return a device's latest reading in API shape, or None if Redis holds none."""

@@ -1,0 +1,233 @@
+"""Dashboard reads on the real services: Redis first, Postgres *_latest on a miss with a refill, errors."""
+
+from datetime import timedelta
+
+import pytest
+import redis
+
+from common.settings import Settings
+from common.streams import METER, VEHICLE, Reading, epoch_micros, latest_key
+from tests.conftest import iso, meter, minutes_ago, vehicle
+from web import create_app
+from web import db as web_db
+
+
+def put_vehicle_latest(db, vehicle_id, ts, soc=50.0, kwh=8.0, temp=30.0):
+    db.execute("INSERT INTO vehicle_latest (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp)"
+               " VALUES (%s, %s, %s, %s, %s)", (vehicle_id, ts, soc, kwh, temp))
+
+
+def put_meter_latest(db, meter_id, ts, kwh=10.0, voltage=230.0):
+    db.execute("INSERT INTO meter_latest (meter_id, ts, kwh_consumed_ac, voltage) VALUES (%s, %s, %s, %s)",
+               (meter_id, ts, kwh, voltage))
+
+
+class RoundTrips:
+    """Count what the Redis clients send to the server (one pipeline = one send)."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        original = redis.connection.AbstractConnection.send_packed_command
+
+        def counting(conn, command, check_health=True):
+            self.count += 1
+            return original(conn, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+
+
+# -- single reads ------------------------------------------------------------------------------------------------
+
+
+def test_vehicle_latest_comes_from_redis(client):
+    ts = minutes_ago(2)
+    client.post("/v1/telemetry", json=vehicle("v1", soc=61.5, kwh=12.25, temp=28.0, ts=ts))
+    r = client.get("/v1/vehicles/v1/latest")
+    assert r.status_code == 200
+    assert r.get_json() == {"vehicleId": "v1", "soc": 61.5, "kwhDeliveredDc": 12.25, "batteryTemp": 28.0,
+                            "timestamp": iso(ts)}
+
+
+def test_a_redis_miss_falls_back_to_postgres_and_refills_redis(client, db, redis_client):
+    ts = minutes_ago(30)
+    put_vehicle_latest(db, "v1", ts, soc=77.0, kwh=3.5, temp=21.5)
+    r = client.get("/v1/vehicles/v1/latest")
+    assert r.status_code == 200
+    assert r.get_json() == {"vehicleId": "v1", "soc": 77.0, "kwhDeliveredDc": 3.5, "batteryTemp": 21.5,
+                            "timestamp": iso(ts)}
+    # The hash now has exactly the fields ingest writes, so the next read is a Redis hit.
+    assert redis_client.hgetall(latest_key(VEHICLE, "v1")) == {
+        "_ts": str(epoch_micros(ts)), "timestamp": iso(ts), "soc": "77.0", "kwhDeliveredDc": "3.5",
+        "batteryTemp": "21.5",
+    }
+    db.execute("DELETE FROM vehicle_latest")
+    assert client.get("/v1/vehicles/v1/latest").get_json()["soc"] == 77.0
+
+
+def test_meter_fallback_and_refill(client, db, redis_client):
+    ts = minutes_ago(30)
+    put_meter_latest(db, "m1", ts, kwh=1234.5, voltage=229.5)
+    body = client.get("/v1/meters/m1/latest").get_json()
+    assert body == {"meterId": "m1", "kwhConsumedAc": 1234.5, "voltage": 229.5, "timestamp": iso(ts)}
+    assert redis_client.hget(latest_key(METER, "m1"), "voltage") == "229.5"
+
+
+def test_unknown_device_is_404_in_both_stores(client, db):
+    for path in ("/v1/vehicles/nobody/latest", "/v1/meters/nobody/latest"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert r.get_json()["error"] == "not_found"
+
+
+def test_redis_is_preferred_over_an_older_postgres_row(client, db):
+    put_vehicle_latest(db, "v1", minutes_ago(30), soc=10.0)
+    client.post("/v1/telemetry", json=vehicle("v1", soc=90.0, ts=minutes_ago(1)))
+    assert client.get("/v1/vehicles/v1/latest").get_json()["soc"] == 90.0
+
+
+def test_a_refill_never_overwrites_a_newer_reading(app, redis_client):
+    store = app.extensions["latest_state"]
+    newer, older = minutes_ago(1), minutes_ago(5)
+    store.append([Reading(VEHICLE, "v1", newer, (90.0, 9.0, 30.0))])
+    assert store.refill([Reading(VEHICLE, "v1", older, (10.0, 1.0, 20.0))]) == 0
+    assert store.refill([Reading(VEHICLE, "v1", newer, (11.0, 1.0, 20.0))]) == 0  # equal time: unchanged too
+    assert store.get(VEHICLE, "v1")["soc"] == 90.0
+    assert store.refill([Reading(VEHICLE, "v1", newer + timedelta(microseconds=1), (91.0, 9.5, 31.0))]) == 1
+    assert store.get(VEHICLE, "v1")["soc"] == 91.0
+
+
+def test_ingest_after_a_refill_still_moves_forward_only(client, db):
+    put_vehicle_latest(db, "v1", minutes_ago(10), soc=40.0)
+    client.get("/v1/vehicles/v1/latest")  # refills Redis from Postgres
+    client.post("/v1/telemetry", json=vehicle("v1", soc=20.0, ts=minutes_ago(20)))  # older: history only
+    assert client.get("/v1/vehicles/v1/latest").get_json()["soc"] == 40.0
+    client.post("/v1/telemetry", json=vehicle("v1", soc=45.0, ts=minutes_ago(5)))
+    assert client.get("/v1/vehicles/v1/latest").get_json()["soc"] == 45.0
+
+
+@pytest.mark.parametrize("path", ["/v1/vehicles/bad%20id/latest", "/v1/meters/" + "m" * 65 + "/latest"])
+def test_bad_id_is_400_naming_it(client, path):
+    r = client.get(path)
+    assert r.status_code == 400
+    assert r.get_json()["parameter"] == ("vehicleId" if "vehicles" in path else "meterId")
+
+
+# -- multi-reads -------------------------------------------------------------------------------------------------
+
+
+def test_multi_read_in_order_with_missing_ids(client, db, redis_client):
+    t1, t2 = minutes_ago(2), minutes_ago(40)
+    client.post("/v1/telemetry", json=[vehicle("a", soc=1.0, ts=t1), vehicle("c", soc=3.0, ts=t1)])
+    put_vehicle_latest(db, "b", t2, soc=2.0)  # only in Postgres
+    r = client.get("/v1/vehicles/latest?ids=c,nobody,a,b,c")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert [v["vehicleId"] for v in body["vehicles"]] == ["c", "a", "b"]
+    assert [v["soc"] for v in body["vehicles"]] == [3.0, 1.0, 2.0]
+    assert body["vehicles"][2]["timestamp"] == iso(t2)
+    assert body["missing"] == ["nobody"]
+    assert redis_client.hget(latest_key(VEHICLE, "b"), "soc") == "2.0"  # refilled
+
+
+def test_meters_multi_read(client, db):
+    client.post("/v1/telemetry", json=meter("m1", kwh=5.0))
+    put_meter_latest(db, "m2", minutes_ago(30), kwh=6.0)
+    body = client.get("/v1/meters/latest?ids=m1,m2,m3").get_json()
+    assert [(m["meterId"], m["kwhConsumedAc"]) for m in body["meters"]] == [("m1", 5.0), ("m2", 6.0)]
+    assert body["missing"] == ["m3"]
+
+
+def test_a_thousand_vehicles_in_one_redis_round_trip(client, monkeypatch):
+    ids = [f"vehicle-{i:04d}" for i in range(1000)]
+    ts = minutes_ago(1)
+    for start in range(0, 1000, 500):
+        batch = [vehicle(v, soc=float(i % 100), ts=ts) for i, v in enumerate(ids[start:start + 500], start=start)]
+        assert client.post("/v1/telemetry", json=batch).status_code == 202
+    client.get("/v1/vehicles/latest?ids=vehicle-0000")  # warm the connection up
+    trips = RoundTrips(monkeypatch)
+    r = client.get("/v1/vehicles/latest?ids=" + ",".join(ids))
+    assert r.status_code == 200
+    body = r.get_json()
+    assert len(body["vehicles"]) == 1000
+    assert body["missing"] == []
+    assert body["vehicles"][999] == {"vehicleId": "vehicle-0999", "soc": 99.0, "kwhDeliveredDc": 8.0,
+                                     "batteryTemp": 30.0, "timestamp": iso(ts)}
+    assert trips.count == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("", "missing_parameter"),
+        ("?ids=", "missing_parameter"),
+        ("?ids=a,,b", "invalid_parameter"),
+        ("?ids=a,b%20c", "invalid_parameter"),
+        ("?ids=" + ",".join(f"v{i}" for i in range(1001)), "invalid_parameter"),
+    ],
+)
+def test_bad_ids_are_400_naming_ids(client, query, error):
+    for kind in ("vehicles", "meters"):
+        r = client.get(f"/v1/{kind}/latest{query}")
+        assert r.status_code == 400
+        body = r.get_json()
+        assert (body["error"], body["parameter"]) == (error, "ids")
+
+
+def test_a_thousand_ids_with_repeats_are_allowed(client):
+    r = client.get("/v1/vehicles/latest?ids=" + ",".join(["x"] * 1500 + [f"v{i}" for i in range(999)]))
+    assert r.status_code == 200
+    assert len(r.get_json()["missing"]) == 1000
+
+
+# -- Postgres unreachable ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_without_postgres(settings, redis_client):
+    """The app with a DATABASE_URL where nothing listens, and a short pool timeout."""
+    application = create_app(Settings.from_env({"DATABASE_URL": "postgresql://127.0.0.1:9/energy",
+                                                "REDIS_URL": settings.redis_url}))
+    application.config.update(TESTING=True, DB_POOL_TIMEOUT=0.3, DB_CONNECT_TIMEOUT=1)
+    yield application
+    web_db.close_pools()
+
+
+def test_a_redis_hit_needs_no_postgres(app_without_postgres):
+    c = app_without_postgres.test_client()
+    c.post("/v1/telemetry", json=vehicle("v1", soc=33.0))
+    assert c.get("/v1/vehicles/v1/latest").get_json()["soc"] == 33.0
+    assert c.get("/v1/vehicles/latest?ids=v1").get_json()["missing"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("get", "/v1/vehicles/v1/latest", None),
+        ("get", "/v1/meters/m1/latest", None),
+        ("get", "/v1/vehicles/latest?ids=v1,v2", None),
+        ("get", "/v1/meters/latest?ids=m1", None),
+        ("get", "/v1/analytics/performance/v1", None),
+        ("get", "/v1/mappings/v1", None),
+        ("get", "/v1/mappings?meterId=m1", None),
+        ("post", "/v1/mappings", {"vehicleId": "v1", "meterId": "m1"}),
+        ("delete", "/v1/mappings/v1", None),
+    ],
+)
+def test_postgres_unreachable_is_503_json(app_without_postgres, method, path, body):
+    r = getattr(app_without_postgres.test_client(), method)(path, json=body)
+    assert r.status_code == 503
+    assert r.get_json()["error"] == "database_unavailable"
+    assert r.headers["Retry-After"]
+
+
+def test_a_pool_timeout_is_503_json(app):
+    app.config.update(DB_POOL_MAX_SIZE=1, DB_POOL_MIN_SIZE=1, DB_POOL_TIMEOUT=0.2)
+    c = app.test_client()
+    try:
+        with web_db.get_pool(app).connection():  # the pool's only connection is busy
+            r = c.get("/v1/mappings/v1")
+        assert r.status_code == 503
+        assert r.get_json()["error"] == "database_unavailable"
+        assert c.get("/v1/mappings/v1").status_code == 404  # free again: served
+    finally:
+        web_db.close_pools()

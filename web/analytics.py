@@ -1,0 +1,185 @@
+"""GET /v1/analytics/performance/<vehicleId>: AC vs DC energy, efficiency and battery temperature over a window."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+import psycopg
+from flask import Blueprint, jsonify, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from common.database import load_sql
+from common.streams import format_ts
+from web import db
+from web.errors import ApiError
+from web.params import check_device_id, parameter_errors
+
+bp = Blueprint("analytics", __name__)
+
+DEFAULT_HOURS = 24
+MAX_HOURS = 168
+# How far before the window the baseline reading (the last one before the window) is looked for.
+# Bounding the search lets Postgres prune every older partition at plan time; a device silent for
+# longer than this has no baseline, and its energy starts at its first reading inside the window.
+BASELINE_LOOKBACK = timedelta(days=7)
+# `to` must leave room for the window and the lookback inside the calendar Python and Postgres share.
+EARLIEST_TO = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TO = datetime(9999, 1, 1, tzinfo=UTC)
+# A '+' in a query string decodes to a space: "...T10:00:00 02:00" means "...T10:00:00+02:00".
+_OFFSET_WITH_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
+
+
+class PerformanceQuerySchema(Schema):
+    """The query of GET /v1/analytics/performance/<vehicleId>."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    hours = fields.Integer(
+        load_default=DEFAULT_HOURS,
+        validate=validate.Range(min=1, max=MAX_HOURS),
+        metadata={"description": f"Window length in hours, 1..{MAX_HOURS}", "default": DEFAULT_HOURS},
+    )
+    to = fields.AwareDateTime(
+        format="iso",
+        load_default=None,
+        metadata={"description": "End of the window (inclusive), ISO-8601 with an offset; default now. "
+                                 "Encode '+' as %2B. The window is (to - hours, to]."},
+    )
+
+    @validates("to")
+    def _to_in_calendar(self, value: datetime | None, data_key: str, **kwargs) -> None:
+        try:
+            in_range = value is None or EARLIEST_TO <= value.astimezone(UTC) < LATEST_TO
+        except OverflowError:
+            in_range = False
+        if not in_range:
+            raise ValidationError("Must be between 1970-01-01 and 9999-01-01.")
+
+
+class StreamCountsSchema(Schema):
+    """One count per stream."""
+
+    meter = fields.Integer(required=True)
+    vehicle = fields.Integer(required=True)
+
+
+class StreamTimestampsSchema(Schema):
+    """One timestamp per stream, null when there is none."""
+
+    meter = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    vehicle = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class PerformanceSchema(Schema):
+    """A vehicle's charging performance over the window (fromTs, toTs]."""
+
+    vehicleId = fields.String(required=True)
+    meterId = fields.String(required=True, metadata={"description": "The meter mapped to the vehicle now"})
+    windowHours = fields.Integer(required=True)
+    acKwh = fields.Float(required=True, metadata={"description": "AC energy drawn by the meter, kWh, 3 decimals"})
+    dcKwh = fields.Float(required=True, metadata={"description": "DC energy into the battery, kWh, 3 decimals"})
+    efficiencyRatio = fields.Float(
+        required=True, allow_none=True,
+        metadata={"description": "dcKwh / acKwh, 4 decimals, not clamped; null when acKwh is 0"},
+    )
+    avgBatteryTemp = fields.Float(
+        required=True, allow_none=True,
+        metadata={"description": "Mean battery temperature of the readings in the window, 3 decimals"},
+    )
+    fromTs = fields.String(required=True, metadata={"format": "date-time", "description": "Window start, exclusive"})
+    toTs = fields.String(required=True, metadata={"format": "date-time", "description": "Window end, inclusive"})
+    readings = fields.Nested(StreamCountsSchema, required=True,
+                             metadata={"description": "Readings inside the window, per stream"})
+    counterResets = fields.Nested(StreamCountsSchema, required=True,
+                                  metadata={"description": "Counter decreases seen, per stream"})
+    baselineTs = fields.Nested(StreamTimestampsSchema, required=True,
+                               metadata={"description": "The reading before the window each count starts from"})
+    warnings = fields.List(fields.String(), required=True)
+
+
+_query_schema = PerformanceQuerySchema()
+
+
+def window_params(vehicle_id: str, from_ts: datetime, to_ts: datetime) -> dict:
+    """Return the parameters of the sql/analytics queries for the window (from_ts, to_ts]."""
+    return {"vehicle_id": vehicle_id, "from_ts": from_ts, "to_ts": to_ts, "baseline_from": from_ts - BASELINE_LOOKBACK}
+
+
+def fetch_window(conn: psycopg.Connection, params: dict) -> tuple[tuple, tuple]:
+    """Run both streams' queries in one pipeline (one network round trip); return their rows."""
+    with conn.pipeline():
+        meter = conn.execute(load_sql("analytics/meter_energy"), params)
+        vehicle = conn.execute(load_sql("analytics/vehicle_energy"), params)
+    return meter.fetchone(), vehicle.fetchone()
+
+
+def _round(value: float | None, places: int) -> float | None:
+    if value is None:
+        return None
+    # Through the shortest decimal repr so that 2.675 rounds to 2.68 as a person expects.
+    return float(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+
+
+def _parse_query() -> dict:
+    args = request.args.to_dict()
+    if "to" in args:
+        args["to"] = _OFFSET_WITH_SPACE.sub(r"+\1", args["to"])
+    try:
+        return _query_schema.load(args)
+    except ValidationError as exc:
+        name, message = parameter_errors(exc.messages)
+        raise ApiError(400, "invalid_parameter", f"{name}: {message}", parameter=name) from None
+
+
+def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, meter_row: tuple,
+              vehicle_row: tuple) -> dict:
+    """Turn the two query rows into the API answer."""
+    meter_id, ac_energy, meter_resets, meter_readings, meter_baseline = meter_row
+    dc_energy, vehicle_resets, vehicle_readings, vehicle_baseline, avg_temp = vehicle_row
+    ac_kwh, dc_kwh = _round(ac_energy, 3), _round(dc_energy, 3)
+    # The ratio of the reported (rounded) figures, so that a reader recomputing it gets the same.
+    ratio = _round(dc_kwh / ac_kwh, 4) if ac_kwh else None
+    warnings = []
+    if ratio is not None and ratio > 1:
+        warnings.append(
+            "efficiencyRatio is above 1: the battery took more energy than the meter drew from the grid; "
+            "check the mapping and both counters."
+        )
+    if not ac_kwh and dc_kwh:
+        warnings.append("dcKwh is above 0 while the meter drew no energy: check the mapping and the meter.")
+    return {
+        "vehicleId": vehicle_id,
+        "meterId": meter_id,
+        "windowHours": hours,
+        "acKwh": ac_kwh,
+        "dcKwh": dc_kwh,
+        "efficiencyRatio": ratio,
+        "avgBatteryTemp": _round(avg_temp, 3),
+        "fromTs": format_ts(from_ts),
+        "toTs": format_ts(to_ts),
+        "readings": {"meter": meter_readings, "vehicle": vehicle_readings},
+        "counterResets": {"meter": meter_resets, "vehicle": vehicle_resets},
+        "baselineTs": {
+            "meter": format_ts(meter_baseline) if meter_baseline else None,
+            "vehicle": format_ts(vehicle_baseline) if vehicle_baseline else None,
+        },
+        "warnings": warnings,
+    }
+
+
+@bp.get("/v1/analytics/performance/<vehicle_id>")
+def performance(vehicle_id: str):
+    """Return the vehicle's AC/DC energy, efficiency and mean battery temperature over the window."""
+    check_device_id("vehicleId", vehicle_id)
+    query = _parse_query()
+    hours = query["hours"]
+    to_ts = (query["to"] or datetime.now(UTC)).astimezone(UTC)
+    from_ts = to_ts - timedelta(hours=hours)
+    with db.connection() as conn:
+        meter_row, vehicle_row = fetch_window(conn, window_params(vehicle_id, from_ts, to_ts))
+    if meter_row[0] is None:
+        raise ApiError(404, "not_found", f"Vehicle {vehicle_id!r} has no mapping to a meter.")
+    return jsonify(summarize(vehicle_id, hours, from_ts, to_ts, meter_row, vehicle_row))

@@ -1,0 +1,85 @@
+"""Postgres for web requests: one psycopg_pool per process, created on first use (after gunicorn forks)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from flask import Flask, current_app
+from psycopg_pool import ConnectionPool
+
+# Defaults, overridable in app.config. A sync gunicorn worker serves one request at a time, so a
+# small pool is plenty; the timeout bounds how long a request waits before answering 503.
+DEFAULTS = {
+    "DB_POOL_MIN_SIZE": 1,
+    "DB_POOL_MAX_SIZE": 4,
+    "DB_POOL_TIMEOUT": 2.0,
+    "DB_CONNECT_TIMEOUT": 2,
+    "DB_STATEMENT_TIMEOUT_MS": 10_000,
+}
+
+# Pools are shared by every app of the process that points at the same database (tests build many
+# apps; production builds one). The pid in the key means a forked child never uses its parent's pool.
+_pools: dict[tuple, ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def init_app(app: Flask) -> None:
+    """Give ``app`` the pool settings' defaults; the pool itself opens on the first request that needs it."""
+    for name, value in DEFAULTS.items():
+        app.config.setdefault(name, value)
+
+
+def get_pool(app: Flask | None = None) -> ConnectionPool:
+    """Return this process's pool for the app's database, opening it on first use."""
+    app = app or current_app
+    config = app.config
+    conninfo = config["SETTINGS"].database_url
+    key = (
+        os.getpid(), conninfo, config["DB_POOL_MIN_SIZE"], config["DB_POOL_MAX_SIZE"],
+        config["DB_POOL_TIMEOUT"], config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT_MS"],
+    )
+    pool = _pools.get(key)
+    if pool is not None:
+        return pool
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = ConnectionPool(
+                conninfo,
+                min_size=config["DB_POOL_MIN_SIZE"],
+                max_size=config["DB_POOL_MAX_SIZE"],
+                timeout=config["DB_POOL_TIMEOUT"],
+                # Reads are single statements: autocommit saves the BEGIN/ROLLBACK round trips.
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+                    "application_name": "energy-web",
+                    "options": f"-c statement_timeout={int(config['DB_STATEMENT_TIMEOUT_MS'])}",
+                },
+                # A connection broken by a Postgres restart is replaced instead of failing a request.
+                check=ConnectionPool.check_connection,
+                name="web",
+                open=False,
+            )
+            pool.open(wait=False)
+            _pools[key] = pool
+    return pool
+
+
+@contextmanager
+def connection() -> Iterator[psycopg.Connection]:
+    """Lend a pooled connection for one request; ``PoolTimeout`` (an ``OperationalError``) means 503."""
+    with get_pool().connection() as conn:
+        yield conn
+
+
+def close_pools() -> None:
+    """Close every pool this process opened (tests and shutdown)."""
+    with _pools_lock:
+        pid = os.getpid()
+        for key in [k for k in _pools if k[0] == pid]:
+            _pools.pop(key).close()

@@ -1,0 +1,300 @@
+"""The OpenAPI 3 document, generated from the app's routes and marshmallow schemas, at /openapi.json and /docs."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, current_app, jsonify
+from marshmallow import INCLUDE, Schema, fields
+
+from web.analytics import PerformanceQuerySchema, PerformanceSchema
+from web.latest import (
+    MAX_IDS_PER_READ,
+    MeterIdsQuerySchema,
+    MeterLatestSchema,
+    MetersLatestSchema,
+    VehicleIdsQuerySchema,
+    VehicleLatestSchema,
+    VehiclesLatestSchema,
+)
+from web.mappings import MappingRequestSchema, MappingSchema, MeterMappingsQuerySchema, MeterMappingsSchema
+from web.schemas import DEVICE_ID_PATTERN, AcceptedSchema, ErrorSchema, MeterReadingSchema, VehicleReadingSchema
+
+bp = Blueprint("openapi", __name__)
+
+TITLE = "Energy ingestion engine"
+API_VERSION = "1.0.0"
+OPENAPI_VERSION = "3.0.3"
+# Routes that are not part of the API.
+UNDOCUMENTED_ENDPOINTS = frozenset({"static"})
+# Swagger UI from a CDN: the page needs the network only in the reader's browser, not on the server.
+SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+class ErrorResponseSchema(ErrorSchema):
+    """An error answer: a code, a sentence, and details such as the bad fields or the bad parameter."""
+
+    class Meta:
+        unknown = INCLUDE  # error bodies may carry more details; clients read error and message
+
+    parameter = fields.String(metadata={"description": "The query or path parameter that was wrong"})
+
+
+class HealthSchema(Schema):
+    """The process is alive."""
+
+    status = fields.String(required=True)
+
+
+class ProbeSchema(Schema):
+    """One server's answer to the readiness probe."""
+
+    ok = fields.Boolean(required=True)
+    latencyMs = fields.Float()
+    error = fields.String()
+
+
+class ProbesSchema(Schema):
+    """The probe of each server."""
+
+    redis = fields.Nested(ProbeSchema, required=True)
+    postgres = fields.Nested(ProbeSchema, required=True)
+
+
+class ReadinessSchema(Schema):
+    """Whether Redis and Postgres both answer."""
+
+    status = fields.String(required=True, metadata={"enum": ["ready", "unavailable"]})
+    checks = fields.Nested(ProbesSchema, required=True)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _json(schema, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(ErrorResponseSchema, description)
+
+
+_DEVICE_ID_SCHEMA = {"type": "string", "pattern": DEVICE_ID_PATTERN, "minLength": 1, "maxLength": 64}
+# Every path parameter of the API is a device id.
+PATH_PARAMETER_SCHEMAS = {"vehicleId": {**_DEVICE_ID_SCHEMA, "example": "vehicle-1"},
+                          "meterId": {**_DEVICE_ID_SCHEMA, "example": "meter-1"}}
+
+_BAD_ID = _error("The id or a parameter is invalid; `parameter` names it")
+_UNAVAILABLE = _error("Redis or Postgres is unreachable; retry after the Retry-After header's seconds")
+_NOT_FOUND = _error("Not found")
+_READING_ONE_OF = {"oneOf": [MeterReadingSchema, VehicleReadingSchema]}
+
+# The operations of each endpoint (Flask endpoint name -> method -> OpenAPI operation). Schemas
+# are marshmallow classes; the MarshmallowPlugin turns them into components.
+OPERATIONS: dict[str, dict[str, dict]] = {
+    "telemetry.ingest": {"post": {
+        "tags": ["ingest"],
+        "summary": "Accept one reading or an array of readings (meters and vehicles may be mixed)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "oneOf": [*_READING_ONE_OF["oneOf"], {"type": "array", "minItems": 1, "items": _READING_ONE_OF}],
+        }}}},
+        "responses": {
+            "202": _json(AcceptedSchema, "Accepted: Redis holds every reading of the request"),
+            "400": _error("Invalid JSON or readings; nothing was accepted. `fields` or `items` say what is wrong"),
+            "413": _error("Body or batch larger than the limit"),
+            "415": _error("Not application/json"),
+            "503": _UNAVAILABLE,
+        },
+    }},
+    "mappings.put_mapping": {"post": {
+        "tags": ["mappings"],
+        "summary": "Map a vehicle to the meter that feeds it",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": MappingRequestSchema}}},
+        "responses": {
+            "201": _json(MappingSchema, "Created: the vehicle had no mapping"),
+            "200": _json(MappingSchema, "The vehicle's earlier mapping was replaced (or repeated)"),
+            "400": _error("Invalid JSON or ids; `fields` names them"),
+            "415": _error("Not application/json"),
+            "503": _UNAVAILABLE,
+        },
+    }},
+    "mappings.get_mapping": {"get": {
+        "tags": ["mappings"],
+        "summary": "A vehicle's mapping",
+        "responses": {"200": _json(MappingSchema, "The mapping"), "400": _BAD_ID,
+                      "404": _error("The vehicle has no mapping"), "503": _UNAVAILABLE},
+    }},
+    "mappings.delete_mapping": {"delete": {
+        "tags": ["mappings"],
+        "summary": "Remove a vehicle's mapping",
+        "responses": {"204": {"description": "Removed"}, "400": _BAD_ID,
+                      "404": _error("The vehicle has no mapping"), "503": _UNAVAILABLE},
+    }},
+    "mappings.list_meter_mappings": {"get": {
+        "tags": ["mappings"],
+        "summary": "The vehicles that a meter feeds",
+        "parameters": [{"in": "query", "schema": MeterMappingsQuerySchema}],
+        "responses": {"200": _json(MeterMappingsSchema, "The meter's mappings (an empty list if none)"),
+                      "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "analytics.performance": {"get": {
+        "tags": ["analytics"],
+        "summary": "AC energy drawn vs DC energy stored, efficiency and mean battery temperature over a window",
+        "description": (
+            "Energy from a counter is the sum of the increases between consecutive readings in time order, starting "
+            "from the last reading before the window (looked for up to 7 days back). A decrease is a counter reset: "
+            "that step adds nothing. The meter is the one mapped to the vehicle now."
+        ),
+        "parameters": [{"in": "query", "schema": PerformanceQuerySchema}],
+        "responses": {"200": _json(PerformanceSchema, "The vehicle's performance over the window"),
+                      "400": _BAD_ID, "404": _error("The vehicle has no mapping to a meter"),
+                      "503": _UNAVAILABLE},
+    }},
+    "latest.vehicle_latest": {"get": {
+        "tags": ["latest"],
+        "summary": "A vehicle's newest reading",
+        "responses": {"200": _json(VehicleLatestSchema, "The newest reading"), "400": _BAD_ID,
+                      "404": _error("No reading is known"), "503": _UNAVAILABLE},
+    }},
+    "latest.meter_latest": {"get": {
+        "tags": ["latest"],
+        "summary": "A meter's newest reading",
+        "responses": {"200": _json(MeterLatestSchema, "The newest reading"), "400": _BAD_ID,
+                      "404": _error("No reading is known"), "503": _UNAVAILABLE},
+    }},
+    "latest.vehicles_latest": {"get": {
+        "tags": ["latest"],
+        "summary": f"The newest reading of up to {MAX_IDS_PER_READ} vehicles in one read",
+        "parameters": [{"in": "query", "schema": VehicleIdsQuerySchema}],
+        "responses": {"200": _json(VehiclesLatestSchema, "Readings in the order asked; unknown ids in `missing`"),
+                      "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "latest.meters_latest": {"get": {
+        "tags": ["latest"],
+        "summary": f"The newest reading of up to {MAX_IDS_PER_READ} meters in one read",
+        "parameters": [{"in": "query", "schema": MeterIdsQuerySchema}],
+        "responses": {"200": _json(MetersLatestSchema, "Readings in the order asked; unknown ids in `missing`"),
+                      "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "ops.healthz": {"get": {
+        "tags": ["operations"],
+        "summary": "Liveness: the process answers (touches no server)",
+        "responses": {"200": _json(HealthSchema, "Alive")},
+    }},
+    "ops.readyz": {"get": {
+        "tags": ["operations"],
+        "summary": "Readiness: Redis and Postgres both answer",
+        "responses": {"200": _json(ReadinessSchema, "Ready"),
+                      "503": _json(ReadinessSchema, "A server does not answer; `checks` says which and why")},
+    }},
+    "ops.metrics_endpoint": {"get": {
+        "tags": ["operations"],
+        "summary": "Metrics in the Prometheus text format, deployment-wide",
+        "responses": {"200": {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }},
+    "openapi.openapi_json": {"get": {
+        "tags": ["documentation"],
+        "summary": "This OpenAPI document",
+        "responses": {"200": {"description": "OpenAPI 3 document",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }},
+    "openapi.docs": {"get": {
+        "tags": ["documentation"],
+        "summary": "Interactive documentation (Swagger UI)",
+        "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }},
+}
+
+
+def openapi_path(rule: str) -> str:
+    """Turn a Flask rule (``/v1/vehicles/<vehicle_id>/latest``) into an OpenAPI path (``{vehicleId}``)."""
+    return _RULE_ARGUMENT.sub(lambda m: "{" + _camel(m.group(1)) + "}", rule)
+
+
+def _undocumented_operation(view) -> dict:
+    summary = ((view.__doc__ or "").strip().splitlines() or ["Undocumented"])[0]
+    return {"summary": summary, "responses": {"default": {"description": "Not described in web/openapi.py yet"}}}
+
+
+def build_spec(app: Flask) -> dict:
+    """Return the OpenAPI document of every route of ``app`` (undocumented ones get a bare operation)."""
+    spec = APISpec(
+        title=TITLE,
+        version=API_VERSION,
+        openapi_version=OPENAPI_VERSION,
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Telemetry ingestion for EV fleets: grid meters and vehicles, one reading a minute."},
+    )
+    spec.components.schema("Error", schema=ErrorResponseSchema)
+    paths: dict[str, dict] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in UNDOCUMENTED_ENDPOINTS:
+            continue
+        path = openapi_path(rule.rule)
+        documented = OPERATIONS.get(rule.endpoint, {})
+        operations = paths.setdefault(path, {})
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            method = method.lower()
+            operation = copy.deepcopy(documented.get(method)) or _undocumented_operation(
+                app.view_functions[rule.endpoint])
+            operation.setdefault("operationId", f"{rule.endpoint}.{method}")
+            operations[method] = operation
+    for path in sorted(paths):
+        parameters = [
+            {"name": name, "in": "path", "required": True,
+             "schema": PATH_PARAMETER_SCHEMAS.get(name, {"type": "string"})}
+            for name in re.findall(r"{([^}]+)}", path)
+        ]
+        spec.path(path=path, operations=paths[path], parameters=parameters or None)
+    return spec.to_dict()
+
+
+def init_app(app: Flask) -> None:
+    """Register /openapi.json and /docs on ``app``."""
+    app.register_blueprint(bp)
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """Return the OpenAPI document (built once per process)."""
+    spec = current_app.extensions.get("openapi")
+    if spec is None:
+        spec = current_app.extensions["openapi"] = build_spec(current_app)
+    return jsonify(spec)
+
+
+_DOCS_HTML = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{title}: API documentation</title>
+  <link rel="stylesheet" href="{ui}/swagger-ui.css">
+</head>
+<body>
+  <noscript>This page runs Swagger UI; the raw document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+  <p id="fallback">Loading Swagger UI&hellip;
+    The raw OpenAPI document is at <a href="/openapi.json">/openapi.json</a>.</p>
+  <div id="swagger-ui"></div>
+  <script src="{ui}/swagger-ui-bundle.js"></script>
+  <script>
+    if (window.SwaggerUIBundle) {{
+      document.getElementById("fallback").remove();
+      window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});
+    }}
+  </script>
+</body>
+</html>
+"""
+
+
+@bp.get("/docs")
+def docs():
+    """Return the interactive documentation page."""
+    return _DOCS_HTML.format(title=TITLE, ui=SWAGGER_UI), 200, {"Content-Type": "text/html; charset=utf-8"}

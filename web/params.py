@@ -1,0 +1,42 @@
+"""Checks of request parameters shared by the read endpoints: each failure is a 400 naming the parameter."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from flask import request
+
+from web.errors import ApiError
+from web.schemas import DEVICE_ID_PATTERN
+
+DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+DEVICE_ID_RULE = "1 to 64 characters from A-Z, a-z, 0-9 and . _ : -"
+
+
+def check_device_id(name: str, value: str) -> str:
+    """Return ``value`` if it is a valid meter/vehicle id, else raise a 400 naming ``name``."""
+    if not DEVICE_ID.match(value):
+        raise ApiError(400, "invalid_parameter", f"{name} must be {DEVICE_ID_RULE}.", parameter=name)
+    return value
+
+
+def json_object_body(what: str) -> dict:
+    """Return the request's JSON object body, or raise 415/400 saying what is wrong."""
+    mimetype = request.mimetype or ""
+    if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
+        raise ApiError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
+    try:
+        body = orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", f"The body must be a JSON object: {what}.")
+    return body
+
+
+def parameter_errors(exc_messages: dict) -> tuple[str, str]:
+    """Return (first bad parameter, its first message) from a marshmallow error dict."""
+    name, messages = next(iter(exc_messages.items()))
+    message = messages[0] if isinstance(messages, list) and messages else str(messages)
+    return name, message
