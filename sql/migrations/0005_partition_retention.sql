@@ -13,7 +13,10 @@ AS $$
     WITH p AS (
         SELECT relname, relnamespace FROM pg_class WHERE oid = parent
     ), candidates AS (
-        SELECT c.oid, c.relname::text AS partition_name, to_date(right(c.relname, 8), 'YYYYMMDD') AS day
+        -- to_date only on names that match: the planner may evaluate the day before the name filter.
+        SELECT c.oid, c.relname::text AS partition_name,
+               CASE WHEN c.relname ~ ('^' || p.relname || '_[0-9]{8}$')
+                    THEN to_date(right(c.relname, 8), 'YYYYMMDD') END AS day
         FROM pg_class c, p
         WHERE c.relnamespace = p.relnamespace
           AND c.relkind IN ('r', 'p')
