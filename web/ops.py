@@ -19,7 +19,7 @@ import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from common import metrics
 from common.database import HISTORY_TABLES, load_sql
@@ -227,7 +227,7 @@ def metrics_endpoint():
     with contextlib.suppress(redis.RedisError):
         buffer.flush()  # this process's own recent increments, so a scrape sees them
     output = generate_latest(current_app.extensions["metrics_registry"])
-    return Response(output, status=200, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+    return Response(output, status=200, mimetype=None, content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def init_app(app: Flask) -> None:
