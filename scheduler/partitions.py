@@ -76,5 +76,6 @@ def maintain_partitions(settings: Settings, today: date | None = None) -> dict:
         created = ensure_partitions(conn, settings, today)
     dropped = drop_expired_partitions(settings, today)
     result = {"created": created, "dropped": dropped, "keep_from": first.isoformat(), "ahead_to": last.isoformat()}
-    log.info("partitions maintained", extra=result)
+    log.info("partitions maintained", extra={"partitions_created": created, "partitions_dropped": dropped,
+                                             "keep_from": result["keep_from"], "ahead_to": result["ahead_to"]})
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -55,7 +56,8 @@ def run_cli(redis_client, *argv) -> tuple[int, str]:
 
 
 def test_poison_entry_is_dead_lettered_after_n_tries_while_the_rest_drain(settings, client, db, redis_client,
-                                                                          drainer):
+                                                                          drainer, caplog):
+    caplog.set_level(logging.INFO)  # the log lines' fields must not clash with LogRecord's own
     poison_then_dead_letter(client, drainer, redis_client)
     assert db.execute("SELECT meter_id FROM meter_readings ORDER BY 1").fetchall() == [("good-1",), ("good-2",)]
     assert db.execute("SELECT vehicle_id FROM vehicle_readings").fetchall() == [("good-v",)]

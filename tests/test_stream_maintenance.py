@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import time
 
@@ -75,7 +76,8 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def test_with_nothing_pending_everything_delivered_goes(redis_client):
+def test_with_nothing_pending_everything_delivered_goes(redis_client, caplog):
+    caplog.set_level(logging.INFO)
     ids = fill(redis_client, 500)
     redis_client.xgroup_create(KEY, "g", id="0")
     delivered = read(redis_client, "a", 300)
@@ -138,9 +140,10 @@ def wait_idle(redis_client, seconds, consumer):
         time.sleep(0.05)
 
 
-def test_reclaim_writes_a_dead_consumers_entries_and_acknowledges_them(settings, client, db, redis_client):
+def test_reclaim_writes_a_dead_consumers_entries_and_acknowledges_them(settings, client, db, redis_client, caplog):
     from workers.drain import StreamDrainer
 
+    caplog.set_level(logging.INFO)  # the log lines' fields must not clash with LogRecord's own
     client.post("/v1/telemetry", json=[meter(f"m{i}", ts=minutes_ago(1)) for i in range(25)])
     victim = StreamDrainer(settings, redis_client, "victim")
     victim.ensure_group()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 
 import redis
 from rq.worker import HerokuWorker
@@ -39,6 +41,9 @@ class DrainWorker(HerokuWorker):
     """
 
     imminent_shutdown_delay = 8
+    # RQ retries a lost connection while waiting for jobs with backoff up to this many seconds
+    # (60 by default): keep the wait short so that the drain resumes soon after Redis is back.
+    max_connection_wait_time = 5.0
 
     def request_stop_sigrtmin(self, signum, frame):
         """Ask the running drain to stop after its batch, then fall back to HerokuWorker's deadline."""
@@ -84,12 +89,36 @@ def run(settings: Settings, queues: tuple[str, ...], stop: threading.Event, burs
             _install_stop_handlers(stop)
         if worker.shutdown_was_requested or burst:
             break
+        _wait_for_orphaned_horse(worker, settings.drain_job_seconds + 30, stop)
         log.warning("rq worker left its loop without a shutdown request; starting a new one",
                     extra={"worker": worker.name, "retry_in_seconds": backoff})
         stop.wait(backoff)
         backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
     log.info("worker stopped")
     return 0
+
+
+def _wait_for_orphaned_horse(worker: DrainWorker, seconds: float, stop: threading.Event) -> None:
+    """Let a job that RQ left running finish (a drain ends by its own deadline), then reap it.
+
+    Its entries are safe either way: whatever it did not acknowledge stays pending and is reclaimed.
+    """
+    pid = worker.horse_pid
+    if not pid:
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # already reaped
+        if done:
+            return
+        if stop.wait(0.2):
+            break
+    with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:
