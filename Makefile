@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install migrate run test lint format clean
+.PHONY: install migrate run test lint format clean test-reliability
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest
+
+# Faults, replays and hostile input against private PostgreSQL/Redis servers (about 10 minutes).
+test-reliability: install
+	RELIABILITY_SUITE=1 $(BIN)/pytest tests/reliability
 
 format: install
 	$(BIN)/ruff format .

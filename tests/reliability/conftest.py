@@ -85,9 +85,9 @@ def private_servers(log_dir):
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def make_stack(private_servers, run_id, log_dir):
-    """Return a factory of stacks (database + Redis db + processes); every stack is stopped after the test."""
+    """Return a factory of stacks (database + Redis db + processes); each is stopped at the end of the module."""
     pg, redis_server = private_servers
     stacks: list[Stack] = []
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import select
 import socket
 from dataclasses import dataclass
 
@@ -60,3 +62,41 @@ class HttpClient:
 
     def post_json(self, path: str, payload) -> Response:
         return self.request("POST", path, json.dumps(payload).encode())
+
+
+class _Recorded:
+    """A socket stand-in that replays bytes already received (for ``http.client.HTTPResponse``)."""
+
+    def __init__(self, data: bytes):
+        self._data = data
+
+    def makefile(self, *args, **kwargs):
+        return io.BytesIO(self._data)
+
+
+def post_streaming(host: str, port: int, path: str, body: bytes, content_type: str = "application/json",
+                   timeout: float = 60.0, chunk: int = 64 * 1024) -> Response:
+    """POST a large body in chunks on a fresh connection, stopping as soon as the server answers.
+
+    A server may answer (413) and close without reading a body over its limit; http.client would
+    only see a broken pipe. Here the answer already received is read and parsed all the same.
+    """
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(head)
+        sent = 0
+        try:
+            while sent < len(body) and not select.select([sock], [], [], 0)[0]:
+                sent += sock.send(body[sent:sent + chunk])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading; its answer is what counts
+        received = bytearray()
+        try:
+            while data := sock.recv(65536):
+                received += data
+        except ConnectionResetError:
+            pass  # a reset after the answer: the bytes already read are complete or the parse fails
+    answer = http.client.HTTPResponse(_Recorded(bytes(received)))
+    answer.begin()
+    return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
