@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install migrate run test lint format clean test-reliability
+.PHONY: install migrate run test lint format clean test-reliability bench bench-smoke
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: install lint
 # Faults, replays and hostile input against private PostgreSQL/Redis servers (about 10 minutes).
 test-reliability: install
 	RELIABILITY_SUITE=1 $(BIN)/pytest tests/reliability
+
+# The benchmark against this machine's floors (bench/README.md): its own database and Redis db 13,
+# the Procfile's processes; about 25 minutes. The table and JSON land in bench-results/.
+bench: install
+	$(BIN)/python -m bench.run --size full
+
+# The same phases at a tiny size (about 2 minutes), so the benchmark never rots.
+bench-smoke: install
+	$(BIN)/python -m bench.run --size smoke
 
 format: install
 	$(BIN)/ruff format .

@@ -78,10 +78,15 @@ class LatestStateStore:
         keys = [self.stream_key]
         args: list[str] = []
         for r in readings:
-            keys.append(latest_key(r.kind, r.device_id))
+            # Hot path (every accepted reading): format the timestamp and values once. The row is
+            # exactly Reading.copy_row().
+            iso = format_ts(r.ts)
             values = [repr(v) for v in r.values]
-            values += [""] * (3 - len(values))
-            args += [r.kind, str(epoch_micros(r.ts)), format_ts(r.ts), *values, r.copy_row()]
+            row = "\t".join((r.device_id, iso, *values))
+            if len(values) == 2:
+                values.append("")
+            keys.append(latest_key(r.kind, r.device_id))
+            args += (r.kind, str(epoch_micros(r.ts)), iso, *values, row)
         return int(self._ingest(keys=keys, args=args))
 
     def refill(self, readings: Sequence[Reading]) -> int:

@@ -1,0 +1,1 @@
+"""The benchmark: ``make bench`` (full size) and ``make bench-smoke``; see bench/README.md."""

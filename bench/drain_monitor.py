@@ -1,0 +1,129 @@
+"""Watch the consumer group to time the drain without touching the engine's code.
+
+A stream entry id starts with the Redis clock in milliseconds when XADD ran, i.e. when the reading
+was accepted. The drain acknowledges an entry only after its rows committed, so an entry is
+committed no later than the first moment it is below every pending entry and not after the
+group's last-delivered id. Polling that bound every few milliseconds gives each entry's commit time
+(to within one poll, always late rather than early) and so its lag, accepted -> committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import redis
+
+from common.streams import CONSUMER_GROUP, STREAM_KEY
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """Return a stream id as a comparable (milliseconds, sequence) pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def group_state(client: redis.Redis) -> dict:
+    """Return the drain group's pending count, lag (entries never delivered) and last-delivered id."""
+    try:
+        groups = client.xinfo_groups(STREAM_KEY)
+    except redis.ResponseError:
+        return {"pending": 0, "lag": 0, "last_delivered": "0-0", "length": 0}
+    group = next((g for g in groups if _s(g["name"]) == CONSUMER_GROUP), None)
+    length = client.xlen(STREAM_KEY)
+    if group is None:
+        return {"pending": 0, "lag": length, "last_delivered": "0-0", "length": length}
+    lag = group.get("lag")
+    return {"pending": int(group["pending"]), "lag": length if lag is None else int(lag),
+            "last_delivered": _s(group["last-delivered-id"]), "length": length}
+
+
+def undrained(client: redis.Redis) -> int:
+    """Return how many entries are not yet committed (pending + never delivered)."""
+    state = group_state(client)
+    return state["pending"] + state["lag"]
+
+
+def _s(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class LagMonitor:
+    """Record accepted entries and the committed bound over time; compute each entry's lag."""
+
+    def __init__(self, client: redis.Redis, interval: float = 0.005):
+        self.client = client
+        self.interval = interval
+        self.entries: list[tuple[int, int]] = []  # ids of entries added while watching
+        self.bounds: list[tuple[float, tuple[int, int], bool]] = []  # (time, bound, inclusive)
+        self._last_seen = "$"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lag-monitor", daemon=True)
+
+    def start(self) -> LagMonitor:
+        """Start watching from the current end of the stream."""
+        last = self.client.xinfo_stream(STREAM_KEY)["last-generated-id"] if self.client.exists(STREAM_KEY) else "0-0"
+        self._last_seen = _s(last)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xrange(STREAM_KEY, f"({self._last_seen}", "+", count=5000)
+        pipe.xpending(STREAM_KEY, CONSUMER_GROUP)
+        pipe.xinfo_groups(STREAM_KEY)
+        new, pending, groups = pipe.execute()
+        now = time.time()
+        for entry_id, _fields in new:
+            self.entries.append(parse_id(_s(entry_id)))
+        if new:
+            self._last_seen = _s(new[-1][0])
+        group = next((g for g in groups if _s(g["name"]) == CONSUMER_GROUP), None)
+        if group is None:
+            return
+        if int(pending["pending"]) > 0:
+            self.bounds.append((now, parse_id(_s(pending["min"])), False))
+        else:
+            self.bounds.append((now, parse_id(_s(group["last-delivered-id"])), True))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(redis.RedisError):
+                self._poll()
+            self._stop.wait(self.interval)
+
+    def lags(self) -> tuple[list[float], int]:
+        """Return the lag in seconds of every entry seen committed, and how many were never seen committed."""
+        lags: list[float] = []
+        missing = 0
+        # The bound only moves forward; walk the entries in id order alongside it.
+        j = 0
+        for entry in sorted(self.entries):
+            while j < len(self.bounds) and not _committed(entry, self.bounds[j]):
+                j += 1
+            if j == len(self.bounds):
+                missing += 1
+                continue
+            lags.append(max(0.0, self.bounds[j][0] - entry[0] / 1000.0))
+        return lags, missing
+
+
+def _committed(entry: tuple[int, int], bound: tuple[float, tuple[int, int], bool]) -> bool:
+    _t, limit, inclusive = bound
+    return entry <= limit if inclusive else entry < limit
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Return the ``q``-th percentile (nearest rank) of ``values``."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+

@@ -1,0 +1,621 @@
+"""Run the benchmark: ``python -m bench.run --size full`` (``make bench``) or ``--size smoke``.
+
+It creates its own Postgres database and uses Redis db 13, starts the engine's real processes
+from the Procfile (gunicorn with gunicorn.conf.py, RQ workers with the DrainWorker class, the
+``rq cron`` scheduler), drives them from a separate load-generator process (bench/loadgen.py),
+prints a table of every figure beside its floor and target and writes everything to
+bench-results/. See bench/README.md for what each figure means and how it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from bench import fleet, report
+from bench.dataset import load_history
+from bench.drain_monitor import LagMonitor, percentile, undrained
+from bench.floors import copy_floor
+from bench.processes import ROOT, ProcessSet, RssSampler, free_port, http_ok, procfile_commands, wait_until
+from common.database import release
+from common.settings import Settings
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much work each phase does."""
+
+    name: str
+    devices: int = 10_000  # meters, and as many vehicles
+    floor_rows: int = 1_000_000
+    saturation_s: float = 30.0
+    warmup_s: float = 5.0
+    concurrency: int = 16
+    fixed_rate: float = 500.0
+    fixed_rate_s: float = 30.0
+    batch: int = 500
+    batched_readings: int = 1_000_000
+    batched_concurrency: int = 4
+    steady_s: float = 120.0
+    backlog: int = 1_200_000
+    history_devices: int = 10_000
+    history_minutes: int = 1440
+    analytics_vehicles: int = 500
+    analytics_requests: int = 3000
+    latest_requests: int = 5000
+    multi_requests: int = 500
+    multi_ids: int = 1000
+
+
+SIZES = {
+    "full": Size("full"),
+    "smoke": Size(
+        "smoke", floor_rows=60_000, saturation_s=5.0, warmup_s=1.0, fixed_rate_s=5.0, batched_readings=40_000,
+        steady_s=10.0, backlog=40_000, history_devices=100, history_minutes=1440, analytics_vehicles=50,
+        analytics_requests=300, latest_requests=500, multi_requests=50,
+    ),
+}
+
+
+def log(message: str) -> None:
+    """Print a progress line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class Bench:
+    """One benchmark run: its database, Redis db, processes and figures."""
+
+    def __init__(self, args: argparse.Namespace, size: Size):
+        self.args = args
+        self.size = size
+        self.started = datetime.now(UTC)
+        stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+        self.out_dir = Path(args.out_dir)
+        self.run_dir = self.out_dir / f"{stamp}-{size.name}"
+        self.database_url = make_conninfo(args.server_url, dbname=args.database)
+        self.redis_url = args.redis_url
+        self.port = free_port()
+        self.bare_port = free_port()
+        self.env = self._env()
+        self.settings = Settings.from_env(self.env)
+        self.processes = ProcessSet(self.env, self.run_dir / "logs")
+        self.rss = RssSampler(self.processes)
+        self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        self.results: dict = {"size": size.name, "parameters": size.__dict__, "figures": {}, "phases": {}}
+        self.today = self.started.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        venv_bin = str(Path(sys.executable).parent)
+        env.update({
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PORT": str(self.port),
+            "PATH": f"{venv_bin}:{env.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            # The catch-up phase builds a 1.2M backlog on purpose: backpressure must not refuse it.
+            "BACKLOG_LIMIT": str(max(10_000_000, 4 * self.size.backlog)),
+        })
+        return env
+
+    def day_base(self, days_ago: int) -> float:
+        """Return the epoch time of UTC midnight ``days_ago`` days before today (a phase's own day)."""
+        return (self.today - timedelta(days=days_ago)).timestamp()
+
+    def prepare_stores(self) -> None:
+        """Create a fresh database (dropping an old bench one) and empty Redis db 13."""
+        if self.redis.connection_pool.connection_kwargs.get("db", 0) == 0:
+            raise SystemExit("refusing to flush Redis db 0: give --redis-url with another db")
+        server = make_conninfo(self.args.server_url, dbname="postgres")
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.args.database)))
+        self.redis.flushdb()
+        started = time.perf_counter()
+        result = release(self.settings)
+        log(f"== database {self.args.database} created and migrated in {time.perf_counter() - started:.1f}s "
+            f"({result['partitions_created']} partitions); Redis {self.redis_url} flushed")
+
+    def start_engine(self) -> None:
+        """Start web, workers and scheduler from the Procfile and wait until they work."""
+        commands = procfile_commands()
+        self.processes.start("web", commands["web"])
+        for _ in range(self.args.workers):
+            self.processes.start("worker", commands["worker"])
+        self.processes.start("scheduler", commands["scheduler"])
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz"), 60, "gunicorn to answer /healthz")
+        self.wait_for_drains()
+        log(f"== engine up: gunicorn on :{self.port}, {self.args.workers} rq workers, rq cron scheduler")
+
+    def start_workers(self) -> None:
+        """Start the Procfile's worker process ``--workers`` times."""
+        command = procfile_commands()["worker"]
+        for _ in range(self.args.workers):
+            self.processes.start("worker", command)
+
+    def wait_for_drains(self) -> None:
+        """Wait until every worker runs a drain job (the scheduler kicks them every 2 s)."""
+        def running() -> bool:
+            self.check_alive()
+            return all(self.redis.exists(f"drain:slot:{slot}:heartbeat") for slot in range(self.args.workers))
+        wait_until(running, 90, "the drain jobs to start", interval=0.2)
+
+    def check_alive(self) -> None:
+        """Fail fast when an engine process died."""
+        dead = self.processes.dead()
+        if dead:
+            tail = dead[0].log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{dead[0].role} exited with {dead[0].proc.returncode}; its log ends:\n{tail}")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def loadgen(self, label: str, spec: dict, port: int | None = None) -> dict:
+        """Run the load generator in its own process and return its summary (with its CPU time)."""
+        spec = {"url": f"http://127.0.0.1:{port or self.port}", "label": label, **spec}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_before = psutil.cpu_times()
+        roles_before = self.processes.cpu_seconds()
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.loadgen"], input=json.dumps(spec), capture_output=False,
+            stdout=subprocess.PIPE, text=True, cwd=ROOT, env=self.env, check=False,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed for {label} (exit {proc.returncode})")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        roles_after = self.processes.cpu_seconds()
+        cpu = {role: round(roles_after[role] - roles_before.get(role, 0.0), 2) for role in roles_after}
+        cpu["loadgen"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
+        result["cpu_s"] = cpu
+        result["machine_cpu_busy_pct"] = _busy_pct(cpu_before, psutil.cpu_times())
+        web = cpu.get("bare" if port == self.bare_port else "web")
+        if web is not None and result["requests"]:
+            result["web_cpu_us_per_request"] = round(web / result["requests"] * 1e6, 1)
+        self.check_alive()
+        return result
+
+    def wait_drained(self, label: str, timeout: float) -> float:
+        """Wait until every stream entry is committed and acknowledged; return the time it happened."""
+        deadline = time.monotonic() + timeout
+        last_print = 0.0
+        while True:
+            left = undrained(self.redis)
+            now = time.monotonic()
+            if left == 0:
+                return time.time()
+            if now > deadline:
+                raise TimeoutError(f"{label}: {left} entries still undrained after {timeout:.0f}s")
+            if now - last_print >= 1.0:
+                self.check_alive()
+                log(f"  [{label}] {left:>10,} readings not yet committed")
+                last_print = now
+            time.sleep(0.02)
+
+    def count_rows(self, first: float, last: float) -> int:
+        """Count history rows of both streams with ``first <= ts < last``."""
+        with psycopg.connect(self.database_url) as conn:
+            a = datetime.fromtimestamp(first, UTC)
+            b = datetime.fromtimestamp(last, UTC)
+            meters = conn.execute("SELECT count(*) FROM meter_readings WHERE ts >= %s AND ts < %s", (a, b)).fetchone()
+            vehicles = conn.execute(
+                "SELECT count(*) FROM vehicle_readings WHERE ts >= %s AND ts < %s", (a, b)).fetchone()
+        return meters[0] + vehicles[0]
+
+    def readings_span(self, readings: int, base: float) -> tuple[float, float]:
+        """Return the time range that ``readings`` fleet readings from ``base`` cover."""
+        minutes = readings // (2 * self.size.devices) + 1
+        return base, base + minutes * 60
+
+    def figure(self, key: str, **values) -> None:
+        """Record one figure of the table."""
+        self.results["figures"][key] = values
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def phase_copy_floor(self) -> None:
+        """Floor 1: raw staged COPY rows/s, one connection and one per drain worker."""
+        log("== floor: raw COPY through staging tables into the partitioned history")
+        size = self.size
+        runs = []
+        for i, connections in enumerate(sorted({1, max(1, self.args.workers)})):
+            base = self.day_base(40 - i)
+            result = copy_floor(self.database_url, size.floor_rows, self.settings.drain_batch_size, size.devices,
+                                base, connections)
+            log(f"  [copy floor] {connections} connection(s): {result['rows_per_s']:,.0f} rows/s")
+            runs.append(result)
+        best = max(runs, key=lambda r: r["rows_per_s"])
+        self.results["phases"]["copy_floor"] = runs
+        self.figure("copy_floor", value=best["rows_per_s"], unit="rows/s",
+                    note=f"batch {best['batch']}, {best['connections']} connection(s)")
+
+    def phase_bare_floor(self) -> None:
+        """Floor 2: the bare Flask endpoint's requests/s on the same gunicorn settings."""
+        log("== floor: bare Flask endpoint (parse JSON, answer 202) on the same gunicorn settings")
+        env_port = self.env["PORT"]
+        self.processes.env = {**self.env, "PORT": str(self.bare_port)}
+        bare = self.processes.start("bare", 'gunicorn --config gunicorn.conf.py "bench.bare_app:app"')
+        self.processes.env = {**self.env, "PORT": env_port}
+        try:
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{self.bare_port}/healthz"), 60, "the bare app")
+            result = self.loadgen("bare floor", self.saturation_spec(self.day_base(35)), port=self.bare_port)
+        finally:
+            self.processes.stop(bare)
+        self.results["phases"]["bare_floor"] = result
+        self.figure("bare_floor", value=result["ok_per_s"], unit="req/s", note=_failures(result))
+
+    def saturation_spec(self, base: float) -> dict:
+        """Return the closed-loop single-reading spec shared by the floor and the engine."""
+        size = self.size
+        return {"mode": "closed", "concurrency": size.concurrency, "duration": size.saturation_s,
+                "warmup": size.warmup_s,
+                "workload": {"kind": "ingest", "batch": 1, "devices": size.devices, "base_ts": base}}
+
+    def phase_single_ingest(self) -> None:
+        """Single-reading ingest: saturation req/s, then p50/p99 at a fixed 500 req/s."""
+        log("== single-reading ingest at saturation")
+        size = self.size
+        result = self.loadgen("single ingest", self.saturation_spec(self.day_base(34)))
+        self.results["phases"]["single_saturation"] = result
+        bare = self.results["phases"].get("bare_floor", {})
+        cpu_note = (f"gunicorn CPU {result.get('web_cpu_us_per_request')} us/request vs "
+                    f"{bare.get('web_cpu_us_per_request')} for the bare app")
+        self.figure("single_ingest", value=result["ok_per_s"], unit="req/s",
+                    note="; ".join(filter(None, [cpu_note, _failures(result)])))
+        self.wait_drained("single ingest drain", 600)
+        log(f"== single-reading ingest at a fixed {size.fixed_rate:g} req/s")
+        result = self.loadgen("fixed rate", {
+            "mode": "rate", "rate": size.fixed_rate, "duration": size.fixed_rate_s, "warmup": size.warmup_s,
+            "connections": 256,
+            "workload": {"kind": "ingest", "batch": 1, "devices": size.devices, "base_ts": self.day_base(33)},
+        })
+        self.results["phases"]["single_fixed_rate"] = result
+        self.figure("single_latency", p50=result["latency_ms"]["p50"], p99=result["latency_ms"]["p99"], unit="ms",
+                    rate=result["ok_per_s"], note=_failures(result))
+        self.wait_drained("fixed rate drain", 600)
+
+    def phase_batched(self) -> None:
+        """Batched ingest: accepted readings/s, and end-to-end readings/s until committed."""
+        size = self.size
+        log(f"== batched ingest: {size.batched_readings:,} readings, {size.batch} a request")
+        base = self.day_base(32)
+        result = self.loadgen("batched ingest", {
+            "mode": "closed", "concurrency": size.batched_concurrency, "duration": 3600,
+            "requests": size.batched_readings // size.batch,
+            "workload": {"kind": "ingest", "batch": size.batch, "devices": size.devices, "base_ts": base,
+                         "pregenerate": size.batched_readings // size.batch},
+        })
+        sent_done = time.time()
+        committed_at = self.wait_drained("batched drain", 1800)
+        started_at = sent_done - result["elapsed_s"]
+        first, last = self.readings_span(size.batched_readings, base)
+        rows = self.count_rows(first, last)
+        result.update(committed_at_s=round(committed_at - started_at, 3), rows_in_postgres=rows)
+        self.results["phases"]["batched"] = result
+        if rows != result["readings_ok"]:
+            raise RuntimeError(f"batched ingest: {result['readings_ok']} readings accepted but {rows} rows committed")
+        accepted_per_s = result["readings_ok"] / result["elapsed_s"]
+        e2e = rows / (committed_at - started_at)
+        self.figure("batched_accepted", value=round(accepted_per_s, 1), unit="readings/s", note=_failures(result))
+        self.figure("batched_end_to_end", value=round(e2e, 1), unit="readings/s",
+                    note=f"{rows:,} rows committed of {result['readings_ok']:,} accepted")
+
+    def phase_steady(self) -> None:
+        """Drain lag p50/p99 with 10,000 meters and 10,000 vehicles reporting once a minute."""
+        size = self.size
+        rate = 2 * size.devices / 60
+        log(f"== steady load: {2 * size.devices:,} devices once a minute ({rate:.0f} readings/s) for "
+            f"{size.steady_s:g}s, drain lag from the stream's ids")
+        monitor = LagMonitor(self.redis).start()
+        self.rss.begin_mark("steady")
+        result = self.loadgen("steady load", {
+            "mode": "rate", "rate": rate, "duration": size.steady_s, "connections": 64,
+            "workload": {"kind": "ingest_now", "batch": 1, "devices": size.devices},
+        })
+        self.wait_drained("steady drain", 600)
+        time.sleep(0.05)  # one more poll of the monitor after the last ack
+        monitor.stop()
+        self.results["worker_rss_steady"] = self.rss.end_mark("steady").get("worker", 0)
+        lags, missing = monitor.lags()
+        ms = {f"p{q}": round(percentile(lags, q) * 1000, 1) if lags else None for q in (50, 90, 99)}
+        ms["max"] = round(max(lags) * 1000, 1) if lags else None
+        result.update(lag_ms=ms, lag_samples=len(lags), lag_missing=missing)
+        self.results["phases"]["steady"] = result
+        self.figure("drain_lag", p50=ms["p50"], p99=ms["p99"], unit="ms",
+                    note=f"{len(lags):,} readings at {result['ok_per_s']:.0f}/s" + (
+                        f", {missing} not seen" if missing else ""))
+
+    def phase_catch_up(self) -> None:
+        """Catch-up: stop the workers, build a backlog of one hour of the fleet, start them, time the drain."""
+        size = self.size
+        log(f"== catch-up: workers stopped, backlog of {size.backlog:,} readings")
+        self.processes.stop_role("worker")
+        base = self.day_base(31)
+        result = self.loadgen("backlog ingest", {
+            "mode": "closed", "concurrency": size.batched_concurrency, "duration": 3600,
+            "requests": size.backlog // size.batch,
+            "workload": {"kind": "ingest", "batch": size.batch, "devices": size.devices, "base_ts": base,
+                         "pregenerate": size.backlog // size.batch},
+        })
+        self.results["phases"]["backlog_ingest"] = result
+        self.figure("batched_accepted_no_drain", value=round(result["readings_ok"] / result["elapsed_s"], 1),
+                    unit="readings/s", note=_failures(result))
+        backlog = undrained(self.redis)
+        log(f"  backlog of {backlog:,} readings; starting {self.args.workers} worker(s)")
+        self.rss.begin_mark("catch_up")
+        started = time.time()
+        self.start_workers()
+        first_progress = None
+        last_print = 0.0
+        while True:
+            left = undrained(self.redis)
+            now = time.time()
+            if first_progress is None and left < backlog:
+                first_progress = now
+            if left == 0:
+                break
+            if now - started > 1800:
+                raise TimeoutError(f"catch-up: {left} readings still undrained after 30 min")
+            if now - last_print >= 1:
+                self.check_alive()
+                rate = (backlog - left) / (now - first_progress) if first_progress and now > first_progress else 0
+                log(f"  [catch-up] {now - started:6.1f}s  {left:>10,} left  {rate:>10,.0f} readings/s")
+                last_print = now
+            time.sleep(0.02)
+        done = time.time()
+        peaks = self.rss.end_mark("catch_up")
+        first_progress = first_progress or started
+        first, last = self.readings_span(size.backlog, base)
+        rows = self.count_rows(first, last)
+        drain_s = done - first_progress
+        if rows != backlog:
+            raise RuntimeError(f"catch-up: a backlog of {backlog} readings left {rows} rows in Postgres")
+        self.results["phases"]["catch_up"] = {
+            "backlog": backlog, "rows_in_postgres": rows, "drain_s": round(drain_s, 3),
+            "startup_s": round(first_progress - started, 3), "worker_peak_rss": peaks.get("worker", 0),
+        }
+        self.results["worker_rss_catch_up"] = peaks.get("worker", 0)
+        self.figure("catch_up", value=round(backlog / drain_s, 1), unit="readings/s",
+                    note=f"{backlog:,} in {drain_s:.1f}s (+{first_progress - started:.1f}s worker start), "
+                         f"{rows:,} rows")
+
+    def phase_analytics(self) -> None:
+        """Analytics latency for random vehicles with a day of the fleet loaded."""
+        size = self.size
+        rows = size.history_devices * size.history_minutes
+        log(f"== analytics: loading {rows:,} rows per stream ({size.history_devices:,} devices x "
+            f"{size.history_minutes} minutes) straight into Postgres")
+        loaded = load_history(self.database_url, size.history_devices, size.history_minutes)
+        self.results["phases"]["history_load"] = loaded
+        log(f"  loaded in {loaded['load_s']}s, vacuum analyze {loaded['vacuum_s']}s")
+        rng = random.Random(3)
+        sample = rng.sample(range(size.history_devices), min(size.analytics_vehicles, size.history_devices))
+        for i in sample:
+            status, body = _http("POST", f"http://127.0.0.1:{self.port}/v1/mappings",
+                                 {"vehicleId": fleet.vehicle_id(i), "meterId": fleet.meter_id(i)})
+            if status not in (200, 201):
+                self.figure("analytics", unit="ms", unavailable=f"POST /v1/mappings answered {status}: {body[:200]}")
+                return
+        paths = [f"/v1/analytics/performance/{fleet.vehicle_id(i)}?hours=24" for i in sample]
+        status, body = _http("GET", f"http://127.0.0.1:{self.port}{paths[0]}")
+        self.results["phases"]["analytics_example"] = {"status": status, "body": _json_or_text(body)}
+        if status != 200:
+            self.figure("analytics", unit="ms", unavailable=f"GET {paths[0]} answered {status}: {body[:200]}")
+            return
+        result = self.loadgen("analytics", {
+            "mode": "closed", "concurrency": 1, "duration": 600, "requests": size.analytics_requests,
+            "warmup": 0, "workload": {"kind": "get", "paths": paths},
+        })
+        self.results["phases"]["analytics"] = result
+        self.figure("analytics", p50=result["latency_ms"]["p50"], p95=result["latency_ms"]["p95"], unit="ms",
+                    note=f"{rows:,} rows/stream loaded, {len(sample)} vehicles; " + _failures(result))
+
+    def phase_latest(self) -> None:
+        """Latest-state reads: one vehicle, and 1,000 vehicles in one request."""
+        size = self.size
+        log("== latest-state reads")
+        candidates = [fleet.vehicle_id(i) for i in range(size.devices)]
+        pipe = self.redis.pipeline(transaction=False)
+        for vid in candidates:
+            pipe.exists(f"latest:vehicle:{vid}")
+        known = [vid for vid, there in zip(candidates, pipe.execute(), strict=True) if there]
+        if not known:
+            self.figure("latest_one", unit="ms", unavailable="no vehicle has a latest state")
+            return
+        rng = random.Random(5)
+        paths = [f"/v1/vehicles/{vid}/latest" for vid in rng.sample(known, min(2000, len(known)))]
+        result = self.loadgen("latest one", {
+            "mode": "closed", "concurrency": 1, "duration": 600, "requests": size.latest_requests,
+            "workload": {"kind": "get", "paths": paths},
+        })
+        self.results["phases"]["latest_one"] = result
+        self.figure("latest_one", p50=result["latency_ms"]["p50"], p99=result["latency_ms"]["p99"], unit="ms",
+                    note=_failures(result))
+        ids = min(size.multi_ids, len(known))
+        paths = ["/v1/vehicles/latest?ids=" + ",".join(rng.sample(known, ids)) for _ in range(50)]
+        status, body = _http("GET", f"http://127.0.0.1:{self.port}{paths[0]}")
+        if status != 200:
+            self.results["phases"]["latest_multi_example"] = {"status": status, "body": body[:500]}
+            self.figure("latest_multi", unit="ms", unavailable=f"GET /v1/vehicles/latest?ids=({ids} ids) answered "
+                                                               f"{status}: {body[:160]}")
+            return
+        result = self.loadgen("latest multi", {
+            "mode": "closed", "concurrency": 1, "duration": 600, "requests": size.multi_requests,
+            "workload": {"kind": "get", "paths": paths},
+        })
+        self.results["phases"]["latest_multi"] = result
+        self.figure("latest_multi", p50=result["latency_ms"]["p50"], p99=result["latency_ms"]["p99"], unit="ms",
+                    note=f"{ids} ids a request; " + _failures(result))
+
+    def record_memory(self) -> None:
+        """Record the peak RSS of web and worker, and whether the worker's grew with the backlog."""
+        peak = self.rss.peak_process
+        tree = self.rss.peak_tree
+        self.figure("rss_web", value=round(peak.get("web", 0) / MIB, 1), unit="MiB",
+                    note=f"largest gunicorn process; all {tree.get('web', 0) / MIB:.0f} MiB")
+        self.figure("rss_worker", value=round(peak.get("worker", 0) / MIB, 1), unit="MiB",
+                    note=f"largest worker or work horse; all {tree.get('worker', 0) / MIB:.0f} MiB")
+        steady = self.results.get("worker_rss_steady", 0)
+        catch_up = self.results.get("worker_rss_catch_up", 0)
+        if steady and catch_up:
+            self.figure("rss_worker_growth", steady=round(steady / MIB, 1), backlog=round(catch_up / MIB, 1),
+                        ratio=round(catch_up / steady, 3), unit="MiB")
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Run every phase; always stop the processes and write the results."""
+        self.results["machine"] = machine_info(self.database_url, self.redis)
+        self.results["started"] = self.started.isoformat()
+        try:
+            self.prepare_stores()
+            self.rss.start()
+            self.phase_copy_floor()
+            self.phase_bare_floor()
+            self.start_engine()
+            self.phase_single_ingest()
+            self.phase_batched()
+            self.phase_steady()
+            self.phase_catch_up()
+            self.phase_analytics()
+            self.phase_latest()
+            self.record_memory()
+        finally:
+            self.rss.stop()
+            self.processes.stop_all()
+            self.results["finished"] = datetime.now(UTC).isoformat()
+            self.results["wall_s"] = round((datetime.now(UTC) - self.started).total_seconds(), 1)
+            self.write_results()
+            if not self.args.keep:
+                self.drop_stores()
+        return self.results
+
+    def write_results(self) -> None:
+        """Write the JSON results and the table next to the process logs."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        rows = report.table_rows(self.results)
+        self.results["table"] = rows
+        (self.run_dir / "results.json").write_text(json.dumps(self.results, indent=2, default=str))
+        (self.run_dir / "table.md").write_text(report.markdown(rows, self.results))
+        latest = self.out_dir / f"latest-{self.size.name}.json"
+        latest.write_text(json.dumps(self.results, indent=2, default=str))
+
+    def drop_stores(self) -> None:
+        """Drop the bench database and empty Redis db 13."""
+        server = make_conninfo(self.args.server_url, dbname="postgres")
+        try:
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.args.database)))
+            self.redis.flushdb()
+        except (psycopg.Error, redis.RedisError) as exc:
+            log(f"cleanup failed: {exc}")
+
+
+def _busy_pct(before, after) -> float:
+    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
+
+
+def _failures(result: dict) -> str:
+    failed = result["requests"] - result["ok"]
+    if not failed:
+        return ""
+    return f"{failed:,} failed: {result.get('first_failure') or result.get('statuses')}"[:200]
+
+
+def _http(method: str, url: str, body: dict | None = None) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def _json_or_text(body: str):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body[:500]
+
+
+def machine_info(database_url: str, client: redis.Redis) -> dict:
+    """Describe the machine and servers the run used."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    server = make_conninfo(database_url, dbname="postgres")
+    try:
+        with psycopg.connect(server) as conn:
+            pg = conn.execute("SHOW server_version").fetchone()[0]
+    except psycopg.Error:
+        pg = "?"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                            check=False).stdout.strip()
+    return {
+        "cpu": cpu, "cores": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(), "python": platform.python_version(), "postgres": pg,
+        "redis": client.info("server").get("redis_version"), "commit": commit,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--server-url", default=os.environ.get("BENCH_DATABASE_SERVER",
+                                                               "postgresql://127.0.0.1:5432/postgres"),
+                        help="a Postgres server to create the bench database on")
+    parser.add_argument("--database", default="energy_bench", help="the database to (re)create")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+                        help="a Redis db the bench may flush (never db 0)")
+    parser.add_argument("--workers", type=int, default=2, help="rq worker processes")
+    parser.add_argument("--history-devices", type=int, help="devices per stream in the analytics day")
+    parser.add_argument("--history-minutes", type=int, help="minutes of history per device (1440 = a day)")
+    parser.add_argument("--backlog", type=int, help="readings in the catch-up backlog")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
+    parser.add_argument("--keep", action="store_true", help="keep the database and Redis data afterwards")
+    args = parser.parse_args(argv)
+    size = SIZES[args.size]
+    overrides = {k: v for k, v in {"history_devices": args.history_devices, "history_minutes": args.history_minutes,
+                                   "backlog": args.backlog}.items() if v is not None}
+    size = replace(size, **overrides)
+    bench = Bench(args, size)
+    results = bench.run()
+    print(report.markdown(results["table"], results))
+    log(f"results: {bench.run_dir / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
