@@ -12,6 +12,10 @@ timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 # On SIGTERM, gunicorn stops accepting and in-flight requests get this long to finish.
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
+# GET /v1/vehicles/latest?ids=... takes up to 1,000 ids of up to 64 characters (~65 KB of request
+# line); gunicorn caps the line at 8190 bytes unless the limit is 0 (none). Bodies stay capped by
+# MAX_REQUEST_BYTES in the app.
+limit_request_line = 0
 # The app logs one JSON line per request itself (web/request_log.py): no access log.
 accesslog = None
 errorlog = "-"
