@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 RECLAIM_CONSUMER = "reclaimer"
 # A consumer with nothing pending and no read for this long belongs to a worker that is gone.
 IDLE_CONSUMER_MS = 3600 * 1000
-# Entries evicted per XTRIM call; the job calls again while a call evicts this many.
+# Most entries evicted per XTRIM call (each call blocks Redis for a few ms at most); the job calls
+# again until nothing is left to evict.
 TRIM_LIMIT = 100_000
 _MAX_TRIM_CALLS = 50
 
@@ -94,7 +95,9 @@ def trim_stream(
         evicted = int(evicted)
         minid = minid.decode() if isinstance(minid, bytes) else minid
         evicted_total += evicted
-        if not approximate or evicted < limit:
+        # Approximate trimming evicts whole nodes only, so a call may evict a little under the limit
+        # with more to go: call again until a call evicts nothing.
+        if not approximate or evicted == 0:
             break
     if evicted_total:
         metrics.incr(client, "stream_trimmed_entries", evicted_total)
