@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
-from common.streams import API_FIELDS, CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, METER, STREAM_KEY, VEHICLE, latest_key
+from common.streams import API_FIELDS, CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, METER, STREAM_KEY, VEHICLE
 from tests.reliability.datasets import reading_key, reading_values
 
 Key = tuple[str, str, datetime]
@@ -151,8 +151,3 @@ def latest_mismatches(expected: dict[tuple[str, str], tuple], actual: dict[tuple
     """Return the devices whose latest state is not their newest acknowledged reading (or that should have none)."""
     devices = set(expected) | set(actual)
     return sorted((d, expected.get(d), actual.get(d)) for d in devices if expected.get(d) != actual.get(d))
-
-
-def latest_key_of(kind: str, device_id: str) -> str:
-    """Return the Redis key of a device's latest state."""
-    return latest_key(kind, device_id)
