@@ -124,12 +124,16 @@ def client(app):
 
 
 @pytest.fixture
-def fake_app():
-    """The application on fakeredis (for fast validation and latest-state tests)."""
+def fake_app(settings):
+    """The application on fakeredis (for fast validation and latest-state tests).
+
+    Postgres is the session's test database: a latest read that misses Redis falls back to Postgres
+    *_latest, and must never reach the developer's database (nor fail where none exists).
+    """
     from web import create_app
     from web.latest_state import LatestStateStore
 
-    application = create_app(Settings())
+    application = create_app(settings)
     fake = fakeredis.FakeRedis(decode_responses=True)
     application.extensions["redis"] = fake
     application.extensions["latest_state"] = LatestStateStore(fake)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,19 +63,15 @@ class Process:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the process and all its descendants."""
         for pid in [self.popen.pid, *descendants(self.popen.pid)]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self, timeout: float = 15) -> None:
         """Ask politely (SIGTERM), then force."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
         self.popen.wait(5)
         self.log.close()
