@@ -27,7 +27,7 @@ lint: install
 test: install lint
 	$(BIN)/pytest
 
-# Faults, replays and hostile input against private PostgreSQL/Redis servers (about 10 minutes).
+# Faults, replays and hostile input against private PostgreSQL/Redis servers (about 7 minutes).
 test-reliability: install
 	RELIABILITY_SUITE=1 $(BIN)/pytest tests/reliability
 
