@@ -231,3 +231,9 @@ def test_a_pool_timeout_is_503_json(app):
         assert c.get("/v1/mappings/v1").status_code == 404  # free again: served
     finally:
         web_db.close_pools()
+
+
+def test_an_id_with_a_trailing_newline_is_a_bad_parameter(client):
+    r = client.get("/v1/vehicles/abc%0A/latest")
+    assert r.status_code == 400
+    assert r.get_json()["parameter"] == "vehicleId"

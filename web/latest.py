@@ -13,8 +13,8 @@ from common.streams import API_FIELDS, ID_FIELD, KIND_NAMES, METER, VEHICLE, Rea
 from web import db
 from web.errors import ApiError
 from web.latest_state import LatestStateStore
-from web.params import DEVICE_ID, DEVICE_ID_RULE, check_device_id
-from web.schemas import DEVICE_ID_PATTERN
+from web.params import DEVICE_ID_RULE, check_device_id
+from web.schemas import DEVICE_ID_PATTERN, DEVICE_ID_REGEX
 
 bp = Blueprint("latest", __name__)
 
@@ -147,7 +147,7 @@ def _many(kind: str):
     if len(device_ids) > MAX_IDS_PER_READ:
         raise ApiError(400, "invalid_parameter", f"ids: at most {MAX_IDS_PER_READ} ids in one read.",
                        parameter="ids")
-    bad = next((d for d in device_ids if not DEVICE_ID.match(d)), None)
+    bad = next((d for d in device_ids if not DEVICE_ID_REGEX.fullmatch(d)), None)
     if bad is not None:
         raise ApiError(400, "invalid_parameter", f"ids: {bad!r} is not an id: each must be {DEVICE_ID_RULE}.",
                        parameter="ids")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import re
-
 import orjson
 from flask import request
 
 from web.errors import ApiError
-from web.schemas import DEVICE_ID_PATTERN
+from web.schemas import DEVICE_ID_REGEX
 
-DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 DEVICE_ID_RULE = "1 to 64 characters from A-Z, a-z, 0-9 and . _ : -"
 
 
 def check_device_id(name: str, value: str) -> str:
     """Return ``value`` if it is a valid meter/vehicle id, else raise a 400 naming ``name``."""
-    if not DEVICE_ID.match(value):
+    # fullmatch with \Z: a trailing newline is not a valid id (``$`` would let it through).
+    if not DEVICE_ID_REGEX.fullmatch(value):
         raise ApiError(400, "invalid_parameter", f"{name} must be {DEVICE_ID_RULE}.", parameter=name)
     return value
 
