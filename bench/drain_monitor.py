@@ -25,18 +25,27 @@ def parse_id(entry_id: str) -> tuple[int, int]:
 
 
 def group_state(client: redis.Redis) -> dict:
-    """Return the drain group's pending count, lag (entries never delivered) and last-delivered id."""
+    """Return the drain group's pending count, lag, last-delivered id and the stream's last id.
+
+    All read in one MULTI, so they describe the same instant.
+    """
+    pipe = client.pipeline(transaction=True)
+    pipe.exists(STREAM_KEY)
+    pipe.xinfo_groups(STREAM_KEY)
+    pipe.xinfo_stream(STREAM_KEY)
     try:
-        groups = client.xinfo_groups(STREAM_KEY)
-    except redis.ResponseError:
-        return {"pending": 0, "lag": 0, "last_delivered": "0-0", "length": 0}
+        _exists, groups, stream = pipe.execute()
+    except redis.ResponseError:  # no stream yet
+        return {"pending": 0, "lag": 0, "last_delivered": "0-0", "last_generated": "0-0", "length": 0}
     group = next((g for g in groups if _s(g["name"]) == CONSUMER_GROUP), None)
-    length = client.xlen(STREAM_KEY)
+    length = int(stream["length"])
+    last_generated = _s(stream["last-generated-id"])
     if group is None:
-        return {"pending": 0, "lag": length, "last_delivered": "0-0", "length": length}
+        return {"pending": 0, "lag": length, "last_delivered": "0-0", "last_generated": last_generated,
+                "length": length}
     lag = group.get("lag")
-    return {"pending": int(group["pending"]), "lag": length if lag is None else int(lag),
-            "last_delivered": _s(group["last-delivered-id"]), "length": length}
+    return {"pending": int(group["pending"]), "lag": None if lag is None else int(lag),
+            "last_delivered": _s(group["last-delivered-id"]), "last_generated": last_generated, "length": length}
 
 
 LAG_MISREPORTS: list[dict] = []
@@ -45,18 +54,19 @@ LAG_MISREPORTS: list[dict] = []
 def undrained(client: redis.Redis) -> int:
     """Return how many entries are not yet committed (pending + never delivered).
 
-    XINFO GROUPS' lag alone is not trusted: Redis 7.0 can report 0 while entries after the group's
-    last-delivered id exist (seen here with the trim job running), so when it says 0 the stream is
-    asked whether anything follows the last-delivered id.
+    XINFO GROUPS' lag is not trusted alone: it can be unknown (nil), and it is cross-checked with the
+    stream's last id: nothing is left to deliver only when the group has delivered that id
+    (entries are never removed before delivery: the trim job removes acknowledged ones only).
     """
     state = group_state(client)
-    left = state["pending"] + state["lag"]
-    if state["lag"] == 0 and state["length"]:
-        after = client.xrange(STREAM_KEY, f"({state['last_delivered']}", "+", count=1)
-        if after:
-            LAG_MISREPORTS.append({**state, "next_id": _s(after[0][0])})
-            left += 1
-    return left
+    undelivered_exists = parse_id(state["last_generated"]) > parse_id(state["last_delivered"])
+    lag = state["lag"]
+    if lag is None:
+        lag = state["length"] if undelivered_exists else 0
+    elif lag == 0 and undelivered_exists:
+        LAG_MISREPORTS.append(state)
+        lag = 1
+    return state["pending"] + lag
 
 
 def _s(value) -> str:
