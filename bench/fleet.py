@@ -30,22 +30,27 @@ def reading(n: int, devices: int, base_ts: float) -> dict:
     """Return the ``n``-th reading of a fleet of ``devices`` meters and ``devices`` vehicles from ``base_ts``."""
     minute, slot = divmod(n, 2 * devices)
     i = slot >> 1
-    return device_reading(i, slot & 1 == 1, minute, iso(base_ts + minute * 60.0))
+    ts = base_ts + minute * 60.0
+    return device_reading(i, slot & 1 == 1, ts / 60.0, iso(ts))
 
 
-def device_reading(i: int, is_vehicle: bool, minute: int, timestamp: str) -> dict:
-    """Return the API body of device ``i``'s reading at ``minute`` (its counters only grow)."""
+def device_reading(i: int, is_vehicle: bool, minutes: float, timestamp: str) -> dict:
+    """Return the API body of device ``i``'s reading at ``minutes`` since the epoch.
+
+    The counters grow with the time itself, so they only grow from one phase to the next, and the
+    day loaded into Postgres (sql/bench/load_day_*.sql) uses the same formulas at whole minutes.
+    """
     if is_vehicle:
         return {
             "vehicleId": vehicle_id(i),
-            "soc": float(minute % 100),
-            "kwhDeliveredDc": round(i % 97 + minute * 0.045, 3),
+            "soc": float(int(minutes) % 100),
+            "kwhDeliveredDc": i % 97 + minutes * 0.045,
             "batteryTemp": 20.0 + i % 15,
             "timestamp": timestamp,
         }
     return {
         "meterId": meter_id(i),
-        "kwhConsumedAc": round(i % 97 + minute * 0.05, 3),
+        "kwhConsumedAc": i % 97 + minutes * 0.05,
         "voltage": 225.0 + i % 10,
         "timestamp": timestamp,
     }
@@ -56,9 +61,11 @@ def copy_rows(start: int, count: int, devices: int, base_ts: float) -> tuple[lis
     meters: list[str] = []
     vehicles: list[str] = []
     for n in range(start, start + count):
-        minute, slot = divmod(n, 2 * devices)
+        step, slot = divmod(n, 2 * devices)
         i = slot >> 1
-        ts = iso(base_ts + minute * 60.0)
+        epoch = base_ts + step * 60.0
+        minute = int(epoch // 60)
+        ts = iso(epoch)
         if slot & 1:
             vehicles.append(f"{vehicle_id(i)}\t{ts}\t{float(minute % 100)!r}\t{i % 97 + minute * 0.045!r}\t"
                             f"{20.0 + i % 15!r}")

@@ -78,10 +78,11 @@ class Workload:
             return "GET", self.rng.choice(self.paths), None, 0
         start, self.next_seq = self.next_seq, self.next_seq + self.batch
         if self.kind == "ingest_now":
-            now = fleet.iso(time.time())
+            now = time.time()
+            stamp, minutes = fleet.iso(now), now / 60.0
             slots = 2 * self.devices
             items = [
-                fleet.device_reading((n % slots) >> 1, n % 2 == 1, n // slots, now)
+                fleet.device_reading((n % slots) >> 1, n % 2 == 1, minutes, stamp)
                 for n in range(start, start + self.batch)
             ]
         else:

@@ -63,6 +63,18 @@ end
 return moved
 """
 
+# Read many hashes in one command: KEYS are the hashes, ARGV the fields; returns, per hash, the
+# field values in ARGV order (nil where absent). One script call is parsed by hiredis in C, where
+# a pipeline of 1,000 HGETALLs costs redis-py ~10 us of Python per command.
+_GET_MANY_LUA = """
+local unpack = unpack or table.unpack
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
+end
+return out
+"""
+
 
 class LatestStateStore:
     """Write readings to Redis (latest hashes + stream) and read the latest state back."""
@@ -72,6 +84,7 @@ class LatestStateStore:
         self.stream_key = stream_key
         self._ingest = client.register_script(_INGEST_LUA)
         self._refill = client.register_script(_REFILL_LUA)
+        self._get_many = client.register_script(_GET_MANY_LUA)
 
     def append(self, readings: Sequence[Reading]) -> int:
         """Store ``readings`` in one round trip; return how many the stream took."""
@@ -108,10 +121,14 @@ class LatestStateStore:
 
     def get_many(self, kind: str, device_ids: Sequence[str]) -> dict[str, dict | None]:
         """Return the latest reading of each device (None where unknown), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for device_id in device_ids:
-            pipe.hgetall(latest_key(kind, device_id))
-        return {d: self._to_api(kind, d, h) for d, h in zip(device_ids, pipe.execute(), strict=True)}
+        if not device_ids:
+            return {}
+        names = ("timestamp", *API_FIELDS[kind])
+        rows = self._get_many(keys=[latest_key(kind, d) for d in device_ids], args=names)
+        return {
+            d: self._to_api(kind, d, dict(zip(names, row, strict=True))) if row and row[0] is not None else None
+            for d, row in zip(device_ids, rows, strict=True)
+        }
 
     @staticmethod
     def _to_api(kind: str, device_id: str, stored: dict) -> dict | None:
