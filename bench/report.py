@@ -48,6 +48,9 @@ def table_rows(results: dict) -> list[dict]:
         add("Floor: raw staged COPY into history", _num(copy_floor, "rows/s"), note=f["copy_floor"].get("note", ""))
     if not unavailable("bare_floor", "Floor: bare Flask 202 endpoint"):
         add("Floor: bare Flask 202 endpoint", _num(bare_floor, "req/s"), note=f["bare_floor"].get("note", ""))
+    if "bare_read_floor" in f:
+        add("Floor: bare Flask GET, one client, p50 / p99", _pair(f["bare_read_floor"], "p50", "p99"),
+            note=f["bare_read_floor"].get("note", ""))
 
     def vs_floor(key: str, figure: str, floor: float | None, floor_unit: str, share: float | None) -> None:
         target = f">= {share:.0%} of floor" if share else ""

@@ -260,10 +260,18 @@ class Bench:
         try:
             wait_until(lambda: http_ok(f"http://127.0.0.1:{self.bare_port}/healthz"), 60, "the bare app")
             result = self.loadgen("bare floor", self.saturation_spec(self.day_base(35)), port=self.bare_port)
+            # The latency floor of any read: one client, a GET that touches nothing.
+            read = self.loadgen("bare read floor", {
+                "mode": "closed", "concurrency": 1, "duration": 600, "requests": self.size.latest_requests,
+                "workload": {"kind": "get", "paths": ["/healthz"]},
+            }, port=self.bare_port)
         finally:
             self.processes.stop(bare)
         self.results["phases"]["bare_floor"] = result
+        self.results["phases"]["bare_read_floor"] = read
         self.figure("bare_floor", value=result["ok_per_s"], unit="req/s", note=_failures(result))
+        self.figure("bare_read_floor", p50=read["latency_ms"]["p50"], p99=read["latency_ms"]["p99"], unit="ms",
+                    note="GET /healthz of the bare app, one client: what HTTP alone costs a read")
 
     def saturation_spec(self, base: float) -> dict:
         """Return the closed-loop single-reading spec shared by the floor and the engine."""
