@@ -68,6 +68,7 @@ class Settings:
     drain_batch_size: int = 5000
     drain_block_ms: int = 1000
     drain_job_seconds: int = 30
+    drain_linger_ms: int = 100
     drain_max_concurrency: int = 16
     reclaim_idle_seconds: int = 30
     dead_letter_after: int = 5
@@ -97,6 +98,7 @@ class Settings:
             drain_batch_size=_int(env, "DRAIN_BATCH_SIZE", d.drain_batch_size, 1),
             drain_block_ms=_int(env, "DRAIN_BLOCK_MS", d.drain_block_ms, 10),
             drain_job_seconds=_int(env, "DRAIN_JOB_SECONDS", d.drain_job_seconds, 1),
+            drain_linger_ms=_int(env, "DRAIN_LINGER_MS", d.drain_linger_ms, 0),
             drain_max_concurrency=_int(env, "DRAIN_MAX_CONCURRENCY", d.drain_max_concurrency, 1),
             reclaim_idle_seconds=_int(env, "RECLAIM_IDLE_SECONDS", d.reclaim_idle_seconds, 1),
             dead_letter_after=_int(env, "DEAD_LETTER_AFTER", d.dead_letter_after, 1),

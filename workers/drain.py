@@ -42,12 +42,6 @@ FAILURES_KEY = "telemetry:failures"
 _POISON_SQLSTATE_CLASSES = ("22", "23")
 _RECLAIM_CHECK_SECONDS = 5.0
 _MAX_BACKOFF_SECONDS = 10.0
-# After a short batch (the drain has caught up) wait this long before reading again, so that the
-# next batch collects what arrived meanwhile. Every batch costs a Postgres transaction and a few
-# Redis round trips whatever its size: without the pause a drain that keeps up writes batches of
-# one reading, at ~1.5 ms of worker CPU each (measured by the benchmark). Adds at most this much
-# to the drain lag.
-_LINGER_SECONDS = 0.1
 
 Entry = tuple[str, dict[str, str]]
 
@@ -340,7 +334,12 @@ class StreamDrainer:
                 acked = self.drain_once(max(10, min(self.settings.drain_block_ms, remaining_ms)))
                 backoff = 0.1
                 if 0 < acked < self.settings.drain_batch_size:
-                    stop.wait(min(_LINGER_SECONDS, max(0.0, deadline - time.monotonic())))
+                    # Caught up: linger (DRAIN_LINGER_MS) so the next batch collects what arrives
+                    # meanwhile. Every batch costs a transaction and a few Redis round trips
+                    # whatever its size; without the pause a drain that keeps up writes batches of
+                    # one reading at ~1.5 ms of worker CPU each (measured by the benchmark).
+                    linger = self.settings.drain_linger_ms / 1000
+                    stop.wait(min(linger, max(0.0, deadline - time.monotonic())))
             except (PostgresUnavailableError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 self.totals.retries += 1
                 log.warning("drain paused", extra={"retry_in_seconds": backoff, "error": str(exc).strip()})
