@@ -6,6 +6,7 @@ from flask import Flask
 
 from common.redis_clients import data_client
 from common.settings import Settings
+from web.json_provider import OrjsonProvider
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -18,7 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_READINGS_PER_REQUEST=settings.max_readings_per_request,
         JSON_SORT_KEYS=False,
     )
-    app.json.sort_keys = False
+    app.json = OrjsonProvider(app)
 
     from web import cli, errors, latest, telemetry
     from web.latest_state import LatestStateStore
