@@ -25,7 +25,7 @@ def procfile_commands() -> dict[str, str]:
     """Return the Procfile's process types and commands."""
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
+        if line.strip() and not line.lstrip().startswith("#") and ":" in line:
             name, command = line.split(":", 1)
             commands[name.strip()] = command.strip()
     return commands

@@ -12,7 +12,8 @@ import redis
 from rq import Worker
 
 from common.streams import CONSUMER_GROUP, STREAM_KEY
-from tests.reliability.processes import ManagedProcess, children_of, signal_pids
+from tests.processes import descendants
+from tests.reliability.processes import ManagedProcess, signal_pids
 from tests.reliability.servers import PrivatePostgres, PrivateRedis
 from tests.reliability.stack import Stack
 
@@ -52,7 +53,7 @@ class FaultInjector:
     def _workers_by_consumer(self, raw: redis.Redis) -> dict[str, tuple[ManagedProcess, list[int]]]:
         """Map each live RQ worker's name (its consumer name) to its process and its pids, work horse first."""
         live = {p.pid: p for p in self.stack.processes.live("worker")}
-        return {w.name: (live[w.pid], [*reversed(children_of(w.pid)), w.pid])
+        return {w.name: (live[w.pid], [*reversed(descendants(w.pid)), w.pid])
                 for w in Worker.all(connection=raw) if w.pid in live}
 
     def kill_worker_mid_batch(self, attempts: int = 3, timeout: float = 15.0) -> dict:

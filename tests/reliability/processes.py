@@ -19,40 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.processes import descendants, procfile_commands
+
 REPO = Path(__file__).resolve().parents[2]
 RUN_MARKER = "RELIABILITY_RUN"
 log = logging.getLogger(__name__)
-
-
-def read_procfile(path: Path = REPO / "Procfile") -> dict[str, str]:
-    """Return the Procfile's commands by process type."""
-    commands = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#") and ":" in line:
-            name, command = line.split(":", 1)
-            commands[name.strip()] = command.strip()
-    return commands
-
-
-def children_of(pid: int) -> list[int]:
-    """Return every descendant of ``pid`` (from /proc), deepest last."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces; the parent pid is the second field after it.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def pids_with_marker(run_id: str) -> list[int]:
@@ -122,7 +93,7 @@ class ProcessManager:
         self.env["PATH"] = f"{venv_bin}:{self.env.get('PATH', '/usr/bin:/bin')}"
         self.log_dir = log_dir
         self.run_id = run_id
-        self.procfile = read_procfile()
+        self.procfile = procfile_commands()
         self.processes: list[ManagedProcess] = []
         self.unexpected_exits: list[UnexpectedExit] = []
         self._counter = 0
@@ -172,7 +143,7 @@ class ProcessManager:
     def kill_tree(self, process: ManagedProcess, sig: int = signal.SIGKILL) -> list[int]:
         """Send ``sig`` to the process and all its descendants (an RQ horse has left its process group)."""
         self.retire(process)
-        tree = [*children_of(process.pid), process.pid]
+        tree = [*descendants(process.pid), process.pid]
         signal_pids(tree, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.popen.wait(10)
