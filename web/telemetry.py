@@ -182,8 +182,8 @@ def ingest():
         ops.count_rejected(body, "invalid")
         raise
     current_app.extensions["latest_state"].append(readings)
-    ops.count_accepted(readings)
     meters = sum(1 for r in readings if r.kind == METER)
+    ops.count_accepted(meters, len(readings) - meters)
     response = jsonify(accepted=len(readings), meters=meters, vehicles=len(readings) - meters)
     response.status_code = 202
     return response
