@@ -1,5 +1,6 @@
 """Dashboard reads on the real services: Redis first, Postgres *_latest on a miss with a refill, errors."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -59,6 +60,7 @@ def test_a_redis_miss_falls_back_to_postgres_and_refills_redis(client, db, redis
     assert redis_client.hgetall(latest_key(VEHICLE, "v1")) == {
         "_ts": str(epoch_micros(ts)), "timestamp": iso(ts), "soc": "77.0", "kwhDeliveredDc": "3.5",
         "batteryTemp": "21.5",
+        "json": r.get_data(as_text=True),
     }
     db.execute("DELETE FROM vehicle_latest")
     assert client.get("/v1/vehicles/v1/latest").get_json()["soc"] == 77.0
@@ -91,9 +93,34 @@ def test_a_refill_never_overwrites_a_newer_reading(app, redis_client):
     store.append([Reading(VEHICLE, "v1", newer, (90.0, 9.0, 30.0))])
     assert store.refill([Reading(VEHICLE, "v1", older, (10.0, 1.0, 20.0))]) == 0
     assert store.refill([Reading(VEHICLE, "v1", newer, (11.0, 1.0, 20.0))]) == 0  # equal time: unchanged too
-    assert store.get(VEHICLE, "v1")["soc"] == 90.0
+    assert json.loads(store.get(VEHICLE, "v1"))["soc"] == 90.0
     assert store.refill([Reading(VEHICLE, "v1", newer + timedelta(microseconds=1), (91.0, 9.5, 31.0))]) == 1
-    assert store.get(VEHICLE, "v1")["soc"] == 91.0
+    assert json.loads(store.get(VEHICLE, "v1"))["soc"] == 91.0
+
+
+def test_a_hash_written_before_the_json_field_gets_it_from_a_refill(app, client, db, redis_client):
+    ts = minutes_ago(3)
+    key = latest_key(VEHICLE, "old")
+    redis_client.hset(key, mapping={"_ts": str(epoch_micros(ts)), "timestamp": iso(ts), "soc": "5.0",
+                                    "kwhDeliveredDc": "1.0", "batteryTemp": "20.0"})
+    put_vehicle_latest(db, "old", ts, soc=5.0, kwh=1.0, temp=20.0)
+    assert client.get("/v1/vehicles/old/latest").get_json()["soc"] == 5.0  # from Postgres, refilled
+    assert json.loads(redis_client.hget(key, "json"))["soc"] == 5.0
+    body = client.get("/v1/vehicles/latest?ids=old").get_json()
+    assert body == {"vehicles": [{"vehicleId": "old", "soc": 5.0, "kwhDeliveredDc": 1.0, "batteryTemp": 20.0,
+                                  "timestamp": iso(ts)}], "missing": []}
+
+
+@pytest.mark.parametrize("value", [1e-05, 1e11, 0.1, -0.0, 123456.789, 2.5e-300])
+def test_stored_answers_are_json_that_reads_back_the_same_numbers(client, value):
+    ts = minutes_ago(1)
+    r = client.post("/v1/telemetry", json=meter("m1", kwh=abs(value), ts=ts))
+    assert r.status_code == 202, r.get_json()
+    one = client.get("/v1/meters/m1/latest")
+    assert one.mimetype == "application/json"
+    assert json.loads(one.get_data(as_text=True))["kwhConsumedAc"] == abs(value)
+    many = json.loads(client.get("/v1/meters/latest?ids=m1").get_data(as_text=True))
+    assert many["meters"][0]["kwhConsumedAc"] == abs(value)
 
 
 def test_ingest_after_a_refill_still_moves_forward_only(client, db):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import orjson
 import psycopg
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, fields
 
 from common.database import load_sql
-from common.streams import API_FIELDS, ID_FIELD, KIND_NAMES, METER, VEHICLE, Reading, format_ts
+from common.streams import ID_FIELD, KIND_NAMES, METER, VEHICLE, Reading
 from web import db
 from web.errors import ApiError
-from web.latest_state import LatestStateStore
+from web.latest_state import LatestStateStore, render_answer
 from web.params import DEVICE_ID_RULE, check_device_id
 from web.schemas import DEVICE_ID_PATTERN, DEVICE_ID_REGEX
 
@@ -81,14 +82,6 @@ class MeterIdsQuerySchema(Schema):
     ids = _ids_field("meter-1,meter-404")
 
 
-def reading_to_api(reading: Reading) -> dict:
-    """Return a reading in the API shape of a latest read."""
-    out: dict = {ID_FIELD[reading.kind]: reading.device_id}
-    out.update(zip(API_FIELDS[reading.kind], reading.values, strict=True))
-    out["timestamp"] = format_ts(reading.ts)
-    return out
-
-
 def postgres_latest(conn: psycopg.Connection, kind: str, device_ids: Sequence[str]) -> list[Reading]:
     """Return the durable latest readings of ``device_ids`` that Postgres has."""
     rows = conn.execute(load_sql(_BY_ID_SQL[kind]), {"ids": list(device_ids)}).fetchall()
@@ -116,27 +109,29 @@ def rebuild_latest(conn: psycopg.Connection, store: LatestStateStore, batch_size
     return result
 
 
-def read_latest(kind: str, device_ids: Sequence[str]) -> dict[str, dict | None]:
-    """Return each device's newest reading (None if unknown): Redis in one round trip, Postgres for misses."""
-    store: LatestStateStore = current_app.extensions["latest_state"]
-    found = store.get_many(kind, device_ids)
-    misses = [d for d, reading in found.items() if reading is None]
-    if misses:
-        with db.connection() as conn:
-            readings = postgres_latest(conn, kind, misses)
-        if readings:
-            store.refill(readings)
-            for reading in readings:
-                found[reading.device_id] = reading_to_api(reading)
-    return found
+def postgres_fill(kind: str, device_ids: Sequence[str]) -> list[Reading]:
+    """Return the durable latest readings Postgres has of ``device_ids`` (Redis missed them); refill Redis."""
+    with db.connection() as conn:
+        readings = postgres_latest(conn, kind, device_ids)
+    if readings:
+        current_app.extensions["latest_state"].refill(readings)
+    return readings
+
+
+def _json_response(body: str) -> Response:
+    return Response(body, mimetype="application/json")
 
 
 def _one(kind: str, device_id: str):
     check_device_id(ID_FIELD[kind], device_id)
-    reading = read_latest(kind, [device_id])[device_id]
-    if reading is None:
-        raise ApiError(404, "not_found", f"No reading is known for {ID_FIELD[kind]} {device_id!r}.")
-    return jsonify(reading)
+    # Redis holds each device's answer as JSON already (LatestStateStore), so it is sent as it is.
+    answer = current_app.extensions["latest_state"].get(kind, device_id)
+    if answer is None:
+        readings = postgres_fill(kind, [device_id])
+        if not readings:
+            raise ApiError(404, "not_found", f"No reading is known for {ID_FIELD[kind]} {device_id!r}.")
+        answer = render_answer(readings[0])
+    return _json_response(answer)
 
 
 def _many(kind: str):
@@ -151,11 +146,14 @@ def _many(kind: str):
     if bad is not None:
         raise ApiError(400, "invalid_parameter", f"ids: {bad!r} is not an id: each must be {DEVICE_ID_RULE}.",
                        parameter="ids")
-    found = read_latest(kind, device_ids)
-    return jsonify({
-        KIND_NAMES[kind] + "s": [found[d] for d in device_ids if found[d] is not None],
-        "missing": [d for d in device_ids if found[d] is None],
-    })
+    store: LatestStateStore = current_app.extensions["latest_state"]
+    joined, missing = store.get_many(kind, device_ids)
+    if missing and postgres_fill(kind, [device_ids[i] for i in missing]):
+        # Postgres knew some that Redis had lost and they are back in Redis: read again, so that
+        # the answer keeps the order asked.
+        joined, missing = store.get_many(kind, device_ids)
+    missing_ids = orjson.dumps([device_ids[i] for i in missing]).decode()
+    return _json_response("".join(('{"', KIND_NAMES[kind], 's":[', joined, '],"missing":', missing_ids, "}")))
 
 
 @bp.get("/v1/vehicles/<vehicle_id>/latest")
