@@ -9,34 +9,26 @@
 -- a counter are close, so each float step is exact (Sterbenz); the caller rounds the sum to 3 decimals.
 --
 -- The baseline is an index scan backwards over the partitions in ts order with LIMIT 1: Postgres
--- stops at the first partition that holds a reading, the older ones are never executed.
+-- stops at the first partition that holds a reading, the older ones are never executed. The
+-- window's rows come out of the primary key in ts order too, so the window function needs no sort:
+-- the baseline is not put in the same row set but given to lag() as the value before the first row.
 -- meter_id is NULL in the result when the vehicle has no mapping.
 WITH mapped AS (
     SELECT meter_id FROM vehicle_meter_map WHERE vehicle_id = %(vehicle_id)s
 ), baseline AS (
-    SELECT b.ts, b.kwh_consumed_ac AS kwh, false AS in_window
-    FROM mapped m
-    CROSS JOIN LATERAL (
-        SELECT r.ts, r.kwh_consumed_ac
-        FROM meter_readings r
-        WHERE r.meter_id = m.meter_id AND r.ts <= %(from_ts)s AND r.ts > %(baseline_from)s
-        ORDER BY r.ts DESC
-        LIMIT 1
-    ) b
-), series AS (
-    SELECT ts, kwh, in_window FROM baseline
-    UNION ALL
-    SELECT r.ts, r.kwh_consumed_ac, true
-    FROM mapped m
-    JOIN meter_readings r ON r.meter_id = m.meter_id
-    WHERE r.ts > %(from_ts)s AND r.ts <= %(to_ts)s
+    SELECT r.ts, r.kwh_consumed_ac AS kwh
+    FROM meter_readings r
+    WHERE r.meter_id = (SELECT meter_id FROM mapped) AND r.ts <= %(from_ts)s AND r.ts > %(baseline_from)s
+    ORDER BY r.ts DESC
+    LIMIT 1
 ), steps AS (
-    SELECT ts, in_window, kwh - lag(kwh) OVER (ORDER BY ts) AS step
-    FROM series
+    SELECT r.kwh_consumed_ac - lag(r.kwh_consumed_ac, 1, (SELECT kwh FROM baseline)) OVER (ORDER BY r.ts) AS step
+    FROM meter_readings r
+    WHERE r.meter_id = (SELECT meter_id FROM mapped) AND r.ts > %(from_ts)s AND r.ts <= %(to_ts)s
 )
 SELECT (SELECT meter_id FROM mapped)                     AS meter_id,
        coalesce(sum(step) FILTER (WHERE step > 0), 0)    AS energy_kwh,
        count(*) FILTER (WHERE step < 0)                  AS counter_resets,
-       count(*) FILTER (WHERE in_window)                 AS readings,
-       min(ts) FILTER (WHERE NOT in_window)              AS baseline_ts
+       count(*)                                          AS readings,
+       (SELECT ts FROM baseline)                         AS baseline_ts
 FROM steps;
