@@ -11,8 +11,9 @@ import psycopg
 from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
 
-# Defaults, overridable in app.config. A sync gunicorn worker serves one request at a time, so a
-# small pool is plenty; the timeout bounds how long a request waits before answering 503.
+# Defaults, overridable in app.config. A gunicorn worker serves WEB_THREADS (4) requests at a time,
+# so one connection per thread is plenty; the timeout bounds how long a request waits before
+# answering 503.
 DEFAULTS = {
     "DB_POOL_MIN_SIZE": 1,
     "DB_POOL_MAX_SIZE": 4,
