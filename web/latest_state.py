@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import redis
 
 from common.streams import API_FIELDS, ID_FIELD, STREAM_KEY, Reading, epoch_micros, format_ts, latest_key
+from web.redis_direct import DirectRedis
 
 # Each device's latest reading is a hash: ``_ts`` (epoch micros, for the forward-only compare),
 # ``timestamp`` and the values as the API names them, and ``json``, the whole API answer for that
@@ -111,6 +112,7 @@ class LatestStateStore:
 
     def __init__(self, client: redis.Redis, stream_key: str = STREAM_KEY):
         self.client = client
+        self.direct = DirectRedis(client)  # the hot path: one call per request
         self.stream_key = stream_key
         self._ingest = client.register_script(_INGEST_LUA)
         self._refill = client.register_script(_REFILL_LUA)
@@ -128,7 +130,7 @@ class LatestStateStore:
             keys.append(latest_key(r.kind, r.device_id))
             args += _hash_args(r, iso, values)
             args.append("\t".join((r.device_id, iso, *values)))
-        return int(self._ingest(keys=keys, args=args))
+        return int(self.direct.evalsha(self._ingest, keys, args))
 
     def refill(self, readings: Sequence[Reading]) -> int:
         """Move hashes forward to ``readings`` (never backwards) in one round trip; return how many moved."""
@@ -143,11 +145,11 @@ class LatestStateStore:
 
     def get(self, kind: str, device_id: str) -> str | None:
         """Return a device's latest reading as its JSON answer, or None if Redis holds none."""
-        return self.client.hget(latest_key(kind, device_id), "json")
+        return self.direct.execute("HGET", latest_key(kind, device_id), "json")
 
     def get_many(self, kind: str, device_ids: Sequence[str]) -> tuple[str, list[int]]:
         """Return the found devices' JSON answers joined by commas, and the indexes of the missing ones."""
         if not device_ids:
             return "", []
-        joined, missing = self._get_many(keys=[latest_key(kind, d) for d in device_ids])
+        joined, missing = self.direct.evalsha(self._get_many, [latest_key(kind, d) for d in device_ids], ())
         return joined, [int(i) - 1 for i in missing]
