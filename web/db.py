@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +23,8 @@ DEFAULTS = {
     "DB_POOL_TIMEOUT": 2.0,
     "DB_CONNECT_TIMEOUT": 2,
     "DB_STATEMENT_TIMEOUT_MS": 10_000,
+    # A connection idle for longer than this is checked with a round trip before it is lent out.
+    "DB_POOL_CHECK_IDLE_SECONDS": 2.0,
 }
 
 # Pools are shared by every app of the process that points at the same database (tests build many
@@ -62,7 +67,7 @@ def get_pool(app: Flask | None = None) -> ConnectionPool:
                     "options": f"-c statement_timeout={int(config['DB_STATEMENT_TIMEOUT_MS'])}",
                 },
                 # A connection broken by a Postgres restart is replaced instead of failing a request.
-                check=ConnectionPool.check_connection,
+                check=functools.partial(_idle_check, idle_seconds=config["DB_POOL_CHECK_IDLE_SECONDS"]),
                 name="web",
                 open=False,
             )
@@ -71,11 +76,40 @@ def get_pool(app: Flask | None = None) -> ConnectionPool:
     return pool
 
 
+class IdleCheck:
+    """Check a connection with a round trip only if it sat unused for a while.
+
+    Checking every connection the pool lends costs a round trip on every request (~20% of an
+    analytics request here). A connection that answered a moment ago is all but certainly alive;
+    one idle for longer may have been closed by a Postgres restart or an idle timeout. If Postgres
+    went away in between, that one request answers 503 and the pool drops the broken connection.
+    """
+
+    def __init__(self):
+        self.last_used: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: psycopg.Connection, idle_seconds: float) -> None:
+        """Raise if ``conn`` is broken; only asks Postgres when ``conn`` was idle over ``idle_seconds``."""
+        if time.monotonic() - self.last_used.get(conn, 0.0) > idle_seconds:
+            ConnectionPool.check_connection(conn)
+
+    def used(self, conn: psycopg.Connection) -> None:
+        """Note that ``conn`` just worked."""
+        self.last_used[conn] = time.monotonic()
+
+
+_idle_check = IdleCheck()
+
+
 @contextmanager
 def connection() -> Iterator[psycopg.Connection]:
     """Lend a pooled connection for one request; ``PoolTimeout`` (an ``OperationalError``) means 503."""
     with get_pool().connection() as conn:
-        yield conn
+        try:
+            yield conn
+        finally:
+            if not conn.broken:
+                _idle_check.used(conn)
 
 
 def close_pools() -> None:
