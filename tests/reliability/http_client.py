@@ -42,7 +42,23 @@ class HttpClient:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 content_type: str = "application/json") -> Response:
-        """Send one request and read the whole answer; raise one of CONNECTION_ERRORS on a transport failure."""
+        """Send one request and read the whole answer; raise one of CONNECTION_ERRORS on a transport failure.
+
+        Like urllib3, a kept-alive connection that the server has closed meanwhile (gunicorn closes
+        one idle for its keepalive seconds) is replaced before use, and a request that meets such a
+        close before any answer arrives is sent once more on a new connection: the server never read it.
+        """
+        if self._conn is not None and _dropped(self._conn):
+            self.close()
+        reused = self._conn is not None
+        try:
+            return self._send(method, path, body, content_type)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
+                raise
+            return self._send(method, path, body, content_type)
+
+    def _send(self, method: str, path: str, body: bytes | None, content_type: str) -> Response:
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         headers = {"Content-Type": content_type} if body is not None else {}
@@ -62,6 +78,17 @@ class HttpClient:
 
     def post_json(self, path: str, payload) -> Response:
         return self.request("POST", path, json.dumps(payload).encode())
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Tell whether the server closed an idle kept-alive connection (it reads as ready, with no data)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 class _Recorded:

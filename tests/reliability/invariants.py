@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -71,7 +72,12 @@ def redis_latest(client: redis.Redis) -> dict[tuple[str, str], tuple]:
         for prefix, kind in prefixes.items():
             if key.startswith(prefix) and "timestamp" in stored:
                 ts = _utc(datetime.fromisoformat(stored["timestamp"]))
-                out[(kind, key[len(prefix):])] = (ts, *(float(stored[f]) for f in API_FIELDS[kind]))
+                fields = (ts, *(float(stored[f]) for f in API_FIELDS[kind]))
+                # Reads serve the rendered answer (the json field): it must say what the fields say.
+                answer = json.loads(stored.get("json", "null")) or {}
+                served = (_utc(datetime.fromisoformat(answer["timestamp"])), *(answer[f] for f in API_FIELDS[kind])) \
+                    if "timestamp" in answer else None
+                out[(kind, key[len(prefix):])] = fields if served == fields else ("json field disagrees", served)
     return out
 
 
