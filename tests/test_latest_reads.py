@@ -266,9 +266,14 @@ def test_an_id_with_a_trailing_newline_is_a_bad_parameter(client):
     assert r.get_json()["parameter"] == "vehicleId"
 
 
-def _kill_pooled_backends(db) -> int:
-    return len(db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE application_name = 'energy-web' AND pid <> pg_backend_pid()").fetchall())
+def _kill_pooled_backends(app, db) -> int:
+    """Terminate the backend of each connection idle in the app's pool (only those); return how many."""
+    pool = web_db.get_pool(app)
+    connections = [pool.getconn() for _ in range(pool.get_stats()["pool_available"])]
+    pids = [conn.info.backend_pid for conn in connections]
+    for conn in connections:
+        pool.putconn(conn)
+    return sum(db.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] for pid in pids)
 
 
 def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(app, db):
@@ -276,7 +281,7 @@ def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(app
     c = app.test_client()
     try:
         assert c.get("/v1/mappings/v1").status_code == 404
-        assert _kill_pooled_backends(db) == 1  # as a Postgres restart would
+        assert _kill_pooled_backends(app, db) == 1  # as a Postgres restart would
         assert c.get("/v1/mappings/v1").status_code == 404  # checked, found dead, replaced
     finally:
         web_db.close_pools()
@@ -287,7 +292,7 @@ def test_a_connection_used_a_moment_ago_is_lent_without_a_round_trip(app, db):
     c = app.test_client()
     try:
         assert c.get("/v1/mappings/v1").status_code == 404
-        assert _kill_pooled_backends(db) == 1
+        assert _kill_pooled_backends(app, db) == 1
         # Not checked (it just worked): this one request meets the dead connection and answers 503...
         r = c.get("/v1/mappings/v1")
         assert r.status_code == 503
