@@ -47,6 +47,7 @@ def get_pool(app: Flask | None = None) -> ConnectionPool:
     key = (
         os.getpid(), conninfo, config["DB_POOL_MIN_SIZE"], config["DB_POOL_MAX_SIZE"],
         config["DB_POOL_TIMEOUT"], config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT_MS"],
+        config["DB_POOL_CHECK_IDLE_SECONDS"],
     )
     pool = _pools.get(key)
     if pool is not None:

@@ -95,16 +95,19 @@ _ANSWER_TEMPLATE = {
 }
 
 
+def _answer(reading: Reading, iso: str, values: list[str]) -> str:
+    return _ANSWER_TEMPLATE[reading.kind] % (reading.device_id, *values, iso)
+
+
 def render_answer(reading: Reading) -> str:
     """Return the JSON answer of a latest read for ``reading`` (what the ``json`` field holds)."""
-    return _ANSWER_TEMPLATE[reading.kind] % (reading.device_id, *map(repr, reading.values), format_ts(reading.ts))
+    return _answer(reading, format_ts(reading.ts), [repr(v) for v in reading.values])
 
 
 def _hash_args(reading: Reading, iso: str, values: list[str]) -> tuple[str, ...]:
     """Return the seven script arguments that describe ``reading``'s hash."""
-    answer = _ANSWER_TEMPLATE[reading.kind] % (reading.device_id, *values, iso)
     padded = values if len(values) == 3 else [*values, ""]
-    return (reading.kind, str(epoch_micros(reading.ts)), iso, *padded, answer)
+    return (reading.kind, str(epoch_micros(reading.ts)), iso, *padded, _answer(reading, iso, values))
 
 
 class LatestStateStore:

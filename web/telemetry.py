@@ -183,7 +183,8 @@ def ingest():
         raise
     current_app.extensions["latest_state"].append(readings)
     meters = sum(1 for r in readings if r.kind == METER)
-    ops.count_accepted(meters, len(readings) - meters)
-    response = jsonify(accepted=len(readings), meters=meters, vehicles=len(readings) - meters)
+    vehicles = len(readings) - meters
+    ops.count_accepted(meters, vehicles)
+    response = jsonify(accepted=len(readings), meters=meters, vehicles=vehicles)
     response.status_code = 202
     return response
