@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -137,6 +138,23 @@ class ProcessSet:
         return [m for m in self.running if m.proc.poll() is not None]
 
 
+def _process_trees(roots: dict[int, str]) -> dict[int, tuple[str, list[psutil.Process]]]:
+    """Return each root pid's role and processes (the root and its descendants), from one scan of /proc."""
+    children: dict[int, list[psutil.Process]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        children.setdefault(p.info["ppid"], []).append(p)
+    trees = {}
+    for pid, role in roots.items():
+        try:
+            procs = [psutil.Process(pid)]
+        except psutil.Error:
+            continue
+        for p in procs:  # grows as it goes: breadth first over the tree
+            procs.extend(children.get(p.pid, ()))
+        trees[pid] = (role, procs)
+    return trees
+
+
 def _descendants(pid: int) -> list[int]:
     try:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]
@@ -147,9 +165,17 @@ def _descendants(pid: int) -> list[int]:
 class RssSampler:
     """Sample the resident memory of each role's process trees in a background thread."""
 
-    def __init__(self, processes: ProcessSet, interval: float = 0.25):
+    def __init__(self, processes: ProcessSet, interval: float = 0.25, tree_refresh: float = 2.0):
         self.processes = processes
         self.interval = interval
+        # Finding a tree's processes scans all of /proc (~1 ms per root here); done at every sample
+        # it was a burst of CPU four times a second, which showed in the latency tails being
+        # measured. Trees are found again every ``tree_refresh`` seconds, and when a root changes;
+        # in between only each known process's RSS is read. (An RQ work horse lives for a whole
+        # drain job, DRAIN_JOB_SECONDS, so it is seen long before it ends.)
+        self.tree_refresh = tree_refresh
+        self._trees: dict[int, tuple[str, list[psutil.Process]]] = {}  # root pid -> (role, processes)
+        self._trees_at = -math.inf
         self.peak_process: dict[str, int] = {}  # role -> largest single process seen (bytes)
         self.peak_tree: dict[str, int] = {}  # role -> largest sum over the role's processes (bytes)
         self.marks: dict[str, dict[str, int]] = {}
@@ -169,19 +195,18 @@ class RssSampler:
 
     def sample(self) -> dict[str, tuple[int, int]]:
         """Return role -> (largest process RSS, total RSS) right now."""
+        roots = {m.proc.pid: m.role for m in list(self.processes.running)}
+        if roots.keys() != self._trees.keys() or time.monotonic() - self._trees_at >= self.tree_refresh:
+            self._trees = _process_trees(roots)
+            self._trees_at = time.monotonic()
         out: dict[str, tuple[int, int]] = {}
-        for managed in list(self.processes.running):
-            try:
-                root = psutil.Process(managed.proc.pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
+        for role, procs in self._trees.values():
             rss = []
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     rss.append(p.memory_info().rss)
-            biggest, total = out.get(managed.role, (0, 0))
-            out[managed.role] = (max([biggest, *rss]), total + sum(rss))
+            biggest, total = out.get(role, (0, 0))
+            out[role] = (max([biggest, *rss]), total + sum(rss))
         return out
 
     def begin_mark(self, name: str) -> None:
