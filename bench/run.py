@@ -15,11 +15,13 @@ import os
 import platform
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +50,12 @@ class Size:
     name: str
     devices: int = 10_000  # meters, and as many vehicles
     floor_rows: int = 1_000_000
-    saturation_s: float = 30.0
+    # Saturation: the bare floor and the engine take turns, saturation_rounds times each, each turn
+    # saturation_s long with its first round_warmup_s not counted. On a shared machine whose speed
+    # drifts by tens of percent within minutes, turns keep the two figures under the same drift.
+    saturation_rounds: int = 3
+    saturation_s: float = 12.0
+    round_warmup_s: float = 2.0
     warmup_s: float = 5.0
     concurrency: int = 16
     fixed_rate: float = 500.0
@@ -70,7 +77,8 @@ class Size:
 SIZES = {
     "full": Size("full"),
     "smoke": Size(
-        "smoke", floor_rows=60_000, saturation_s=5.0, warmup_s=1.0, fixed_rate_s=5.0, batched_readings=40_000,
+        "smoke", floor_rows=60_000, saturation_rounds=2, saturation_s=3.0, round_warmup_s=0.5, warmup_s=1.0,
+        fixed_rate_s=5.0, batched_readings=40_000,
         steady_s=10.0, backlog=40_000, history_devices=100, history_minutes=1440, analytics_vehicles=50,
         analytics_requests=300, latest_requests=500, multi_requests=50,
     ),
@@ -96,6 +104,7 @@ class Bench:
         self.redis_url = args.redis_url
         self.port = free_port()
         self.bare_port = free_port()
+        self.bare = None  # the bare app's gunicorn, from phase_bare_floor to the end of phase_single_ingest
         self.env = self._env()
         self.settings = Settings.from_env(self.env)
         self.processes = ProcessSet(self.env, self.run_dir / "logs")
@@ -251,47 +260,55 @@ class Bench:
                     note=f"batch {best['batch']}, {best['connections']} connection(s)")
 
     def phase_bare_floor(self) -> None:
-        """Floor 2: the bare Flask endpoint's requests/s on the same gunicorn settings."""
+        """Floor 2: start the bare Flask endpoint on the same gunicorn settings; measure what a GET costs."""
         log("== floor: bare Flask endpoint (parse JSON, answer 202) on the same gunicorn settings")
         env_port = self.env["PORT"]
         self.processes.env = {**self.env, "PORT": str(self.bare_port)}
-        bare = self.processes.start("bare", 'gunicorn --config gunicorn.conf.py "bench.bare_app:app"')
+        # It keeps running: its saturation turns alternate with the engine's (phase_single_ingest).
+        self.bare = self.processes.start("bare", 'gunicorn --config gunicorn.conf.py "bench.bare_app:app"')
         self.processes.env = {**self.env, "PORT": env_port}
-        try:
-            wait_until(lambda: http_ok(f"http://127.0.0.1:{self.bare_port}/healthz"), 60, "the bare app")
-            result = self.loadgen("bare floor", self.saturation_spec(self.day_base(35)), port=self.bare_port)
-            # The latency floor of any read: one client, a GET that touches nothing.
-            read = self.loadgen("bare read floor", {
-                "mode": "closed", "concurrency": 1, "duration": 600, "requests": self.size.latest_requests,
-                "workload": {"kind": "get", "paths": ["/healthz"]},
-            }, port=self.bare_port)
-        finally:
-            self.processes.stop(bare)
-        self.results["phases"]["bare_floor"] = result
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.bare_port}/healthz"), 60, "the bare app")
+        # The latency floor of any read: one client, a GET that touches nothing.
+        read = self.loadgen("bare read floor", {
+            "mode": "closed", "concurrency": 1, "duration": 600, "requests": self.size.latest_requests,
+            "workload": {"kind": "get", "paths": ["/healthz"]},
+        }, port=self.bare_port)
         self.results["phases"]["bare_read_floor"] = read
-        self.figure("bare_floor", value=result["ok_per_s"], unit="req/s", note=_failures(result))
         self.figure("bare_read_floor", p50=read["latency_ms"]["p50"], p99=read["latency_ms"]["p99"], unit="ms",
                     note="GET /healthz of the bare app, one client: what HTTP alone costs a read")
 
     def saturation_spec(self, base: float) -> dict:
-        """Return the closed-loop single-reading spec shared by the floor and the engine."""
+        """Return the closed-loop single-reading spec of one saturation turn, shared by the floor and the engine."""
         size = self.size
         return {"mode": "closed", "concurrency": size.concurrency, "duration": size.saturation_s,
-                "warmup": size.warmup_s,
+                "warmup": size.round_warmup_s,
                 "workload": {"kind": "ingest", "batch": 1, "devices": size.devices, "base_ts": base}}
 
     def phase_single_ingest(self) -> None:
-        """Single-reading ingest: saturation req/s, then p50/p99 at a fixed 500 req/s."""
-        log("== single-reading ingest at saturation")
+        """Single-reading ingest: saturation req/s in turns with the bare floor, then p50/p99 at 500 req/s."""
         size = self.size
-        result = self.loadgen("single ingest", self.saturation_spec(self.day_base(34)))
-        self.results["phases"]["single_saturation"] = result
-        bare = self.results["phases"].get("bare_floor", {})
-        cpu_note = (f"gunicorn CPU {result.get('web_cpu_us_per_request')} us/request vs "
-                    f"{bare.get('web_cpu_us_per_request')} for the bare app")
-        self.figure("single_ingest", value=result["ok_per_s"], unit="req/s",
-                    note="; ".join(filter(None, [cpu_note, _failures(result)])))
-        self.wait_drained("single ingest drain", 600)
+        rounds = size.saturation_rounds
+        log(f"== single-reading ingest at saturation: {rounds} turns each, bare floor then engine")
+        bare_runs, engine_runs = [], []
+        for i in range(rounds):
+            # Each turn writes its own readings: a fresh hour of the fleet on the phase's day.
+            bare_runs.append(self.loadgen(f"bare floor {i + 1}/{rounds}",
+                                          self.saturation_spec(self.day_base(35) + i * 3600), port=self.bare_port))
+            engine_runs.append(self.loadgen(f"single ingest {i + 1}/{rounds}",
+                                            self.saturation_spec(self.day_base(34) + i * 3600)))
+            self.wait_drained("single ingest drain", 600)
+        self.processes.stop(self.bare)
+        bare, engine = _turns(bare_runs, "bare"), _turns(engine_runs, "web")
+        self.results["phases"]["bare_floor"] = bare
+        self.results["phases"]["single_saturation"] = engine
+        self.figure("bare_floor", value=bare["ok_per_s"], unit="req/s",
+                    note=f"median of {rounds} turns: {bare['turns_ok_per_s']}; " + _failures(bare))
+        ratios = [f"{e / b:.0%}" for e, b in zip(engine["turns_ok_per_s"], bare["turns_ok_per_s"], strict=True)]
+        cpu_note = (f"median of {rounds} turns, each against the bare turn before it: {', '.join(ratios)}; "
+                    f"gunicorn CPU {engine['web_cpu_us_per_request']} us/request vs "
+                    f"{bare['web_cpu_us_per_request']} for the bare app")
+        self.figure("single_ingest", value=engine["ok_per_s"], unit="req/s",
+                    note="; ".join(filter(None, [cpu_note, _failures(engine)])))
         log(f"== single-reading ingest at a fixed {size.fixed_rate:g} req/s")
         result = self.loadgen("fixed rate", {
             "mode": "rate", "rate": size.fixed_rate, "duration": size.fixed_rate_s, "warmup": size.warmup_s,
@@ -551,6 +568,22 @@ def _busy_pct(before, after) -> float:
     idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
     total = sum(after) - sum(before)
     return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
+
+
+def _turns(runs: list[dict], role: str) -> dict:
+    """Summarise the saturation turns of one side: the median rate, every turn's rate, CPU per request."""
+    requests = sum(r["requests"] for r in runs)
+    cpu = sum(r["cpu_s"].get(role, 0.0) for r in runs)
+    return {
+        "ok_per_s": round(statistics.median(r["ok_per_s"] for r in runs), 1),
+        "turns_ok_per_s": [round(r["ok_per_s"]) for r in runs],
+        "requests": requests,
+        "ok": sum(r["ok"] for r in runs),
+        "statuses": dict(sum((Counter(r["statuses"]) for r in runs), Counter())),
+        "first_failure": next((r["first_failure"] for r in runs if r.get("first_failure")), None),
+        "web_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
+        "turns": runs,
+    }
 
 
 def _failures(result: dict) -> str:
