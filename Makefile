@@ -32,7 +32,7 @@ test-reliability: install
 	RELIABILITY_SUITE=1 $(BIN)/pytest tests/reliability
 
 # The benchmark against this machine's floors (bench/README.md): its own database and Redis db 13,
-# the Procfile's processes; about 25 minutes. The table and JSON land in bench-results/.
+# the Procfile's processes; 7 to 12 minutes. The table and JSON land in bench-results/.
 bench: install
 	$(BIN)/python -m bench.run --size full
 

@@ -138,6 +138,34 @@ class ProcessSet:
         return [m for m in self.running if m.proc.poll() is not None]
 
 
+def server_cpu_seconds() -> dict[str, float]:
+    """Return the CPU time (user + system) the local Redis and PostgreSQL servers have used so far.
+
+    Each server is a process tree under its own root (postmaster, redis-server); an exited child
+    (a Postgres backend whose client left) is counted in its root's reaped-children times. A server
+    this user may not read, or that runs elsewhere, is left out.
+    """
+    out: dict[str, float] = {}
+    for p in psutil.process_iter(["name", "ppid"]):
+        name = p.info["name"] or ""
+        role = "postgres" if name == "postgres" else "redis" if name.startswith("redis-server") else None
+        if role is None:
+            continue
+        try:
+            if psutil.Process(p.info["ppid"]).name() == name:
+                continue  # a child: counted below, with its root
+            t = p.cpu_times()
+            total = t.user + t.system + t.children_user + t.children_system
+            for child in p.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    c = child.cpu_times()
+                    total += c.user + c.system
+        except psutil.Error:
+            continue
+        out[role] = out.get(role, 0.0) + total
+    return out
+
+
 def _process_trees(roots: dict[int, str]) -> dict[int, tuple[str, list[psutil.Process]]]:
     """Return each root pid's role and processes (the root and its descendants), from one scan of /proc."""
     children: dict[int, list[psutil.Process]] = {}

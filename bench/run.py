@@ -36,7 +36,16 @@ from bench import fleet, report
 from bench.dataset import load_history
 from bench.drain_monitor import LAG_MISREPORTS, LagMonitor, percentile, undrained
 from bench.floors import copy_floor
-from bench.processes import ROOT, ProcessSet, RssSampler, free_port, http_ok, procfile_commands, wait_until
+from bench.processes import (
+    ROOT,
+    ProcessSet,
+    RssSampler,
+    free_port,
+    http_ok,
+    procfile_commands,
+    server_cpu_seconds,
+    wait_until,
+)
 from common.database import release
 from common.settings import Settings
 
@@ -185,7 +194,7 @@ class Bench:
         spec = {"url": f"http://127.0.0.1:{port or self.port}", "label": label, **spec}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_before = psutil.cpu_times()
-        roles_before = self.processes.cpu_seconds()
+        roles_before = {**self.processes.cpu_seconds(), **server_cpu_seconds()}
         proc = subprocess.run(
             [sys.executable, "-m", "bench.loadgen"], input=json.dumps(spec), capture_output=False,
             stdout=subprocess.PIPE, text=True, cwd=ROOT, env=self.env, check=False,
@@ -194,7 +203,7 @@ class Bench:
         if proc.returncode != 0:
             raise RuntimeError(f"load generator failed for {label} (exit {proc.returncode})")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-        roles_after = self.processes.cpu_seconds()
+        roles_after = {**self.processes.cpu_seconds(), **server_cpu_seconds()}
         cpu = {role: round(roles_after[role] - roles_before.get(role, 0.0), 2) for role in roles_after}
         cpu["loadgen"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
         result["cpu_s"] = cpu
@@ -304,9 +313,10 @@ class Bench:
         self.figure("bare_floor", value=bare["ok_per_s"], unit="req/s",
                     note=f"median of {rounds} turns: {bare['turns_ok_per_s']}; " + _failures(bare))
         ratios = [f"{e / b:.0%}" for e, b in zip(engine["turns_ok_per_s"], bare["turns_ok_per_s"], strict=True)]
+        shares = ", ".join(f"{name} {us:g}" for name, us in engine["cpu_us_per_request"].items() if us >= 1)
+        bare_shares = ", ".join(f"{name} {us:g}" for name, us in bare["cpu_us_per_request"].items() if us >= 1)
         cpu_note = (f"median of {rounds} turns, each against the bare turn before it: {', '.join(ratios)}; "
-                    f"gunicorn CPU {engine['web_cpu_us_per_request']} us/request vs "
-                    f"{bare['web_cpu_us_per_request']} for the bare app")
+                    f"CPU us a request, engine: {shares}; bare app: {bare_shares}")
         self.figure("single_ingest", value=engine["ok_per_s"], unit="req/s",
                     note="; ".join(filter(None, [cpu_note, _failures(engine)])))
         log(f"== single-reading ingest at a fixed {size.fixed_rate:g} req/s")
@@ -582,6 +592,11 @@ def _turns(runs: list[dict], role: str) -> dict:
         "statuses": dict(sum((Counter(r["statuses"]) for r in runs), Counter())),
         "first_failure": next((r["first_failure"] for r in runs if r.get("first_failure")), None),
         "web_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
+        # Every process's share, the servers included: where the machine's time per request went.
+        "cpu_us_per_request": {
+            name: round(sum(r["cpu_s"].get(name, 0.0) for r in runs) / requests * 1e6, 1)
+            for name in sorted({name for r in runs for name in r["cpu_s"]})
+        } if requests else {},
         "turns": runs,
     }
 
