@@ -70,6 +70,9 @@ def table_rows(results: dict) -> list[dict]:
     vs_floor("batched_accepted_no_drain", "Batched ingest, accepted with the workers stopped", copy_floor, "rows/s",
              None)
     vs_floor("batched_end_to_end", "Batched ingest, end to end until committed", copy_floor, "rows/s", 0.4)
+    if "batched_bound" in f:
+        vs_floor("batched_bound", "Batched end to end, bound: ingest alone + COPY floor, same cores",
+                 copy_floor, "rows/s", None)
 
     def latency(key: str, figure: str, a: str, b: str, limit_ms: float) -> None:
         target = f"{b} <= {_num(limit_ms, 'ms')}"

@@ -259,14 +259,17 @@ class Bench:
         runs = []
         for i, connections in enumerate(sorted({1, max(1, self.args.workers)})):
             base = self.day_base(40 - i)
+            cpu_before = psutil.cpu_times()
             result = copy_floor(self.database_url, size.floor_rows, self.settings.drain_batch_size, size.devices,
                                 base, connections)
+            result["machine_cpu_busy_pct"] = _busy_pct(cpu_before, psutil.cpu_times())
             log(f"  [copy floor] {connections} connection(s): {result['rows_per_s']:,.0f} rows/s")
             runs.append(result)
         best = max(runs, key=lambda r: r["rows_per_s"])
         self.results["phases"]["copy_floor"] = runs
-        self.figure("copy_floor", value=best["rows_per_s"], unit="rows/s",
-                    note=f"batch {best['batch']}, {best['connections']} connection(s)")
+        self.figure("copy_floor", value=best["rows_per_s"], unit="rows/s", busy_pct=best["machine_cpu_busy_pct"],
+                    note=f"batch {best['batch']}, {best['connections']} connection(s), "
+                         f"machine {best['machine_cpu_busy_pct']:g}% busy")
 
     def phase_bare_floor(self) -> None:
         """Floor 2: start the bare Flask endpoint on the same gunicorn settings; measure what a GET costs."""
@@ -396,6 +399,7 @@ class Bench:
         self.results["phases"]["backlog_ingest"] = result
         self.figure("batched_accepted_no_drain", value=round(result["readings_ok"] / result["elapsed_s"], 1),
                     unit="readings/s", note=_failures(result))
+        self.batched_bound(result)
         backlog = undrained(self.redis)
         log(f"  backlog of {backlog:,} readings; starting {self.args.workers} worker(s)")
         self.rss.begin_mark("catch_up")
@@ -434,6 +438,24 @@ class Bench:
         self.figure("catch_up", value=round(backlog / drain_s, 1), unit="readings/s",
                     note=f"{backlog:,} in {drain_s:.1f}s (+{first_progress - started:.1f}s worker start), "
                          f"{rows:,} rows")
+
+    def batched_bound(self, ingest_alone: dict) -> None:
+        """Record the most end-to-end readings/s this machine allows: ingest alone plus the COPY floor.
+
+        End to end, every reading costs the machine what ingest alone costs it (HTTP, validation,
+        Redis; measured with the workers stopped) plus at least what the raw COPY floor costs it, on
+        the same cores. Each cost is the phase's busy share of the machine divided by its rate, so a
+        phase that left the machine partly idle is not charged for the idle part.
+        """
+        floor = self.results["figures"].get("copy_floor", {})
+        if not floor.get("value") or not ingest_alone.get("readings_ok"):
+            return
+        ingest_rate = ingest_alone["readings_ok"] / ingest_alone["elapsed_s"]
+        ingest_busy, floor_busy = ingest_alone["machine_cpu_busy_pct"] / 100, floor["busy_pct"] / 100
+        bound = 1 / (ingest_busy / ingest_rate + floor_busy / floor["value"])
+        self.figure("batched_bound", value=round(bound, 1), unit="readings/s",
+                    note=f"ingest alone {ingest_rate:,.0f} readings/s at {ingest_busy:.0%} of the machine, "
+                         f"then COPY {floor['value']:,.0f} rows/s at {floor_busy:.0%}")
 
     def phase_analytics(self) -> None:
         """Analytics latency for random vehicles with a day of the fleet loaded."""
