@@ -318,8 +318,9 @@ class Bench:
         bare, engine = _turns(bare_runs, "bare"), _turns(engine_runs, "web")
         self.results["phases"]["bare_floor"] = bare
         self.results["phases"]["single_saturation"] = engine
+        turns_note = f"median of {rounds} turns: {bare['turns_ok_per_s']}"
         self.figure("bare_floor", value=bare["ok_per_s"], unit="req/s",
-                    note=f"median of {rounds} turns: {bare['turns_ok_per_s']}; " + _failures(bare))
+                    note="; ".join(filter(None, [turns_note, _failures(bare)])))
         ratios = [f"{e / b:.0%}" for e, b in zip(engine["turns_ok_per_s"], bare["turns_ok_per_s"], strict=True)]
         shares = ", ".join(f"{name} {us:g}" for name, us in engine["cpu_us_per_request"].items() if us >= 1)
         bare_shares = ", ".join(f"{name} {us:g}" for name, us in bare["cpu_us_per_request"].items() if us >= 1)
