@@ -32,23 +32,6 @@ keepalive = 5
 limit_request_line = 0
 # The app logs one JSON line per request itself (web/request_log.py): no access log.
 accesslog = None
-
-
-class AccessLogOffLogger(Logger):
-    """gunicorn's logger, minus the access line's work when the access logger would drop the line.
-
-    With ``logconfig_dict`` set, gunicorn builds every request's access-log fields (a dict of
-    every header and environ key, a formatted date) before the level check drops the line: ~5% of
-    a web worker's CPU on a small request, for nothing.
-    """
-
-    def access(self, resp, req, environ, request_time):
-        """Log the access line only if the ``gunicorn.access`` logger takes INFO."""
-        if self.access_log.isEnabledFor(logging.INFO):
-            super().access(resp, req, environ, request_time)
-
-
-logger_class = AccessLogOffLogger
 errorlog = "-"
 # Gunicorn 27's control socket defaults to one fixed path per user, which two servers on one
 # machine (tests, a benchmark beside `make run`) would fight over; nothing here uses it.
@@ -73,6 +56,23 @@ logconfig_dict = {
         "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
     },
 }
+
+
+class AccessLogOffLogger(Logger):
+    """gunicorn's logger, minus the access line's work when the access logger would drop the line.
+
+    With ``logconfig_dict`` set, gunicorn builds every request's access-log fields (a dict of
+    every header and environ key, a formatted date) before the level check drops the line: ~5% of
+    a web worker's CPU on a small request, for nothing.
+    """
+
+    def access(self, resp, req, environ, request_time):
+        """Log the access line only if the ``gunicorn.access`` logger takes INFO."""
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = AccessLogOffLogger
 
 
 def post_worker_init(worker):

@@ -121,13 +121,7 @@ class ProcessSet:
         out: dict[str, float] = {}
         for managed in list(self.running):
             try:
-                root = psutil.Process(managed.proc.pid)
-                t = root.cpu_times()
-                total = t.user + t.system + t.children_user + t.children_system
-                for child in root.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        c = child.cpu_times()
-                        total += c.user + c.system
+                total = _tree_cpu_seconds(psutil.Process(managed.proc.pid))
             except psutil.Error:
                 continue
             out[managed.role] = out.get(managed.role, 0.0) + total
@@ -136,6 +130,17 @@ class ProcessSet:
     def dead(self) -> list[Managed]:
         """Return the processes that exited on their own."""
         return [m for m in self.running if m.proc.poll() is not None]
+
+
+def _tree_cpu_seconds(root: psutil.Process) -> float:
+    """Return the CPU time of ``root``, its live descendants and the children it has reaped."""
+    t = root.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            total += c.user + c.system
+    return total
 
 
 def server_cpu_seconds() -> dict[str, float]:
@@ -153,13 +158,8 @@ def server_cpu_seconds() -> dict[str, float]:
             continue
         try:
             if psutil.Process(p.info["ppid"]).name() == name:
-                continue  # a child: counted below, with its root
-            t = p.cpu_times()
-            total = t.user + t.system + t.children_user + t.children_system
-            for child in p.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    c = child.cpu_times()
-                    total += c.user + c.system
+                continue  # a child: counted with its root
+            total = _tree_cpu_seconds(p)
         except psutil.Error:
             continue
         out[role] = out.get(role, 0.0) + total

@@ -315,7 +315,7 @@ class Bench:
                                             self.saturation_spec(self.day_base(34) + i * 3600, i)))
             self.wait_drained("single ingest drain", 600)
         self.processes.stop(self.bare)
-        bare, engine = _turns(bare_runs, "bare"), _turns(engine_runs, "web")
+        bare, engine = _turns(bare_runs), _turns(engine_runs)
         self.results["phases"]["bare_floor"] = bare
         self.results["phases"]["single_saturation"] = engine
         turns_note = f"median of {rounds} turns: {bare['turns_ok_per_s']}"
@@ -608,10 +608,9 @@ def _busy_pct(before, after) -> float:
     return round(100 * (1 - idle / total), 1) if total > 0 else 0.0
 
 
-def _turns(runs: list[dict], role: str) -> dict:
-    """Summarise the saturation turns of one side: the median rate, every turn's rate, CPU per request."""
+def _turns(runs: list[dict]) -> dict:
+    """Summarise the saturation turns of one side: the median rate, every turn's rate, each process's CPU a request."""
     requests = sum(r["requests"] for r in runs)
-    cpu = sum(r["cpu_s"].get(role, 0.0) for r in runs)
     return {
         "ok_per_s": round(statistics.median(r["ok_per_s"] for r in runs), 1),
         "turns_ok_per_s": [round(r["ok_per_s"]) for r in runs],
@@ -619,7 +618,6 @@ def _turns(runs: list[dict], role: str) -> dict:
         "ok": sum(r["ok"] for r in runs),
         "statuses": dict(sum((Counter(r["statuses"]) for r in runs), Counter())),
         "first_failure": next((r["first_failure"] for r in runs if r.get("first_failure")), None),
-        "web_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
         # Every process's share, the servers included: where the machine's time per request went.
         "cpu_us_per_request": {
             name: round(sum(r["cpu_s"].get(name, 0.0) for r in runs) / requests * 1e6, 1)
