@@ -60,6 +60,9 @@ class Settings:
     database_url: str = "postgresql://127.0.0.1:5432/energy"
     redis_url: str = "redis://127.0.0.1:6379/0"
     port: int = 8000
+    # The address gunicorn binds: loopback unless told (compose and the Dockerfile say 0.0.0.0;
+    # on Heroku, where DYNO is set, the platform's router needs 0.0.0.0 too).
+    web_host: str = "127.0.0.1"
     retention_days: int = 90
     partition_premake_days: int = 7
     max_clock_skew_seconds: int = 300
@@ -75,11 +78,17 @@ class Settings:
     redis_socket_timeout: float = 5.0
     # Backpressure: one hour of 10,000 meters + 10,000 vehicles at one reading a minute.
     backlog_limit: int = 1_200_000
+    # Entries the stream may hold, acknowledged ones included: with the trim job stopped, the
+    # stream stops growing here (ingest answers 503) instead of filling Redis.
+    stream_length_limit: int = 2_400_000
     redis_memory_limit_ratio: float = 0.9
     backpressure_check_ms: int = 250
     backpressure_retry_after_seconds: int = 5
     log_format: str = "json"
     log_level: str = "INFO"
+    # A device's latest hash leaves Redis after this many days without a reading (reads then come
+    # from Postgres *_latest), so new device ids cannot grow Redis without bound.
+    latest_ttl_days: int = 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -90,6 +99,7 @@ class Settings:
             database_url=normalize_database_url(env.get("DATABASE_URL") or d.database_url),
             redis_url=env.get("REDIS_URL") or d.redis_url,
             port=_int(env, "PORT", d.port, 1),
+            web_host=(env.get("WEB_HOST") or "").strip() or ("0.0.0.0" if env.get("DYNO") else d.web_host),
             retention_days=_int(env, "RETENTION_DAYS", d.retention_days, 1),
             partition_premake_days=_int(env, "PARTITION_PREMAKE_DAYS", d.partition_premake_days, 1),
             max_clock_skew_seconds=_int(env, "MAX_CLOCK_SKEW_SECONDS", d.max_clock_skew_seconds, 0),
@@ -104,6 +114,7 @@ class Settings:
             dead_letter_after=_int(env, "DEAD_LETTER_AFTER", d.dead_letter_after, 1),
             redis_socket_timeout=_float(env, "REDIS_SOCKET_TIMEOUT", d.redis_socket_timeout, 0.1),
             backlog_limit=_int(env, "BACKLOG_LIMIT", d.backlog_limit, 1),
+            stream_length_limit=_int(env, "STREAM_LENGTH_LIMIT", d.stream_length_limit, 1),
             redis_memory_limit_ratio=_float(env, "REDIS_MEMORY_LIMIT_RATIO", d.redis_memory_limit_ratio, 0.01),
             backpressure_check_ms=_int(env, "BACKPRESSURE_CHECK_MS", d.backpressure_check_ms, 0),
             backpressure_retry_after_seconds=_int(
@@ -111,4 +122,5 @@ class Settings:
             ),
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("json", "text")),
             log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
+            latest_ttl_days=_int(env, "LATEST_TTL_DAYS", d.latest_ttl_days, 1),
         )

@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.latest_state import LatestStateStore
 
     app.extensions["redis"] = data_client(settings)
-    app.extensions["latest_state"] = LatestStateStore(app.extensions["redis"])
+    app.extensions["latest_state"] = LatestStateStore(app.extensions["redis"], ttl_days=settings.latest_ttl_days)
     app.extensions["reading_parser"] = telemetry.ReadingParser(
         settings.max_clock_skew_seconds, settings.retention_days
     )

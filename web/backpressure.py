@@ -1,4 +1,4 @@
-"""Backpressure: refuse ingest (503 + Retry-After) while the drain is too far behind or Redis is nearly full.
+"""Backpressure: refuse ingest (503 + Retry-After) while the drain or the trim is too far behind, or Redis is full.
 
 The check costs one Redis round trip per web process every BACKPRESSURE_CHECK_MS (default
 250 ms); requests in between reuse the last answer. Ingest recovers by itself: once the backlog
@@ -24,7 +24,7 @@ from web.errors import ApiError, error_response
 class Overload:
     """Why ingest is refused right now."""
 
-    reason: str  # "backlog" or "redis_memory"
+    reason: str  # "backlog", "stream_length" or "redis_memory"
     message: str
     detail: dict
 
@@ -77,6 +77,14 @@ class BackpressureGate:
                 "backlog",
                 f"Ingestion is paused: {load.backlog} readings wait to be written (limit {limit}); retry shortly.",
                 {"backlog": load.backlog, "limit": limit},
+            )
+        length_limit = self.settings.stream_length_limit
+        if load.length > length_limit:
+            return Overload(
+                "stream_length",
+                f"Ingestion is paused: the stream holds {load.length} entries (limit {length_limit}), "
+                "acknowledged ones waiting for the trim job; retry shortly.",
+                {"streamLength": load.length, "limit": length_limit},
             )
         ratio = self.settings.redis_memory_limit_ratio
         if load.maxmemory and load.used_memory >= ratio * load.maxmemory:

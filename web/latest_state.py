@@ -17,12 +17,15 @@ from web.redis_direct import DirectRedis
 # forward only when the reading is strictly newer than what it holds (an older or equal one
 # leaves it alone), then append the reading to the stream. KEYS[1] is the stream, KEYS[i+1]
 # the hash of reading i; ARGV holds eight values per reading: kind, epoch micros, ISO timestamp,
-# three values (the third empty for a meter), the JSON answer and the COPY row. Doing both in one
-# script means an accepted reading is always in the stream: there is no state where Redis took
-# one half and not the other.
+# three values (the third empty for a meter), the JSON answer and the COPY row; the last ARGV is
+# the hashes' time to live in seconds (LATEST_TTL_DAYS), refreshed by every reading of the device,
+# so a device that falls silent leaves Redis after that long (reads then come from Postgres).
+# Doing both in one script means an accepted reading is always in the stream: there is no state
+# where Redis took one half and not the other.
 _INGEST_LUA = """
 local stream = KEYS[1]
 local n = #KEYS - 1
+local ttl = ARGV[#ARGV]
 for i = 1, n do
   local key = KEYS[i + 1]
   local a = (i - 1) * 8
@@ -39,6 +42,7 @@ for i = 1, n do
                  'json', ARGV[a + 7])
     end
   end
+  redis.call('EXPIRE', key, ttl)
   redis.call('XADD', stream, '*', 'k', kind, 'r', ARGV[a + 8])
 end
 return n
@@ -49,9 +53,12 @@ return n
 # reading that arrived meanwhile. (The same reading again is written only to add a missing
 # ``json`` field, to a hash written before that field existed.) KEYS[i] is the hash of reading i;
 # ARGV holds seven values per reading: kind, epoch micros, ISO timestamp, three values (the third
-# empty for a meter) and the JSON answer. Returns how many hashes it wrote.
+# empty for a meter) and the JSON answer, then the time to live in seconds: every hash the refill
+# touches gets it, so a refilled device leaves Redis again if it stays silent. Returns how many
+# hashes it wrote.
 _REFILL_LUA = """
 local moved = 0
+local ttl = ARGV[#ARGV]
 for i = 1, #KEYS do
   local key = KEYS[i]
   local a = (i - 1) * 7
@@ -69,6 +76,7 @@ for i = 1, #KEYS do
     end
     moved = moved + 1
   end
+  redis.call('EXPIRE', KEYS[i], ttl)
 end
 return moved
 """
@@ -113,8 +121,9 @@ def _hash_args(reading: Reading, iso: str, values: list[str]) -> tuple[str, ...]
 class LatestStateStore:
     """Write readings to Redis (latest hashes + stream) and read the latest state back."""
 
-    def __init__(self, client: redis.Redis, stream_key: str = STREAM_KEY):
+    def __init__(self, client: redis.Redis, stream_key: str = STREAM_KEY, ttl_days: int = 30):
         self.client = client
+        self.ttl_seconds = str(ttl_days * 86400)
         self.direct = DirectRedis(client)  # the hot path: one call per request
         self.stream_key = stream_key
         self._ingest = client.register_script(_INGEST_LUA)
@@ -133,6 +142,7 @@ class LatestStateStore:
             keys.append(latest_key(r.kind, r.device_id))
             args += _hash_args(r, iso, values)
             args.append("\t".join((r.device_id, iso, *values)))
+        args.append(self.ttl_seconds)
         return int(self.direct.evalsha(self._ingest, keys, args))
 
     def refill(self, readings: Sequence[Reading]) -> int:
@@ -144,6 +154,7 @@ class LatestStateStore:
         for r in readings:
             keys.append(latest_key(r.kind, r.device_id))
             args += _hash_args(r, format_ts(r.ts), [repr(v) for v in r.values])
+        args.append(self.ttl_seconds)
         return int(self._refill(keys=keys, args=args))
 
     def get(self, kind: str, device_id: str) -> str | None:
