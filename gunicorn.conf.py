@@ -1,4 +1,4 @@
-"""Gunicorn settings for the web process, from the environment (PORT, WEB_CONCURRENCY, WEB_THREADS, LOG_FORMAT)."""
+"""Gunicorn settings for the web process, from the environment (WEB_HOST, PORT, WEB_CONCURRENCY, WEB_THREADS...)."""
 
 import contextlib
 import gc
@@ -9,10 +9,15 @@ import os
 from gunicorn.glogging import Logger
 
 from common.logging import skip_unused_record_fields
+from common.settings import Settings
+from web.gunicorn_errors import install_json_errors
 
 skip_unused_record_fields()
+install_json_errors()
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+_settings = Settings.from_env()
+# Loopback unless WEB_HOST says otherwise (compose and the image say 0.0.0.0; Heroku's DYNO implies it).
+bind = f"{_settings.web_host}:{_settings.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
 # Threaded workers keep HTTP connections alive between requests (the sync worker closes each one):
 # a dashboard or device that reuses its connection skips the TCP handshake, which on this
@@ -26,10 +31,15 @@ timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 # On SIGTERM, gunicorn stops accepting and in-flight requests get this long to finish.
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
-# GET /v1/vehicles/latest?ids=... takes up to 1,000 ids of up to 64 characters (~65 KB of request
-# line); gunicorn caps the line at 8190 bytes unless the limit is 0 (none). Bodies stay capped by
-# MAX_REQUEST_BYTES in the app.
-limit_request_line = 0
+# Bounded request heads. gunicorn's pure-Python parser costs the square of a line's length, so the
+# line keeps gunicorn's largest finite limit (8190 bytes; no limit let one 16 MB line hold a worker
+# for 22 s). A 1,000-id multi-read does not fit a URL that long: it is a POST with the ids in the
+# body (POST /v1/vehicles/latest); the GET form takes what fits. Devices send about ten headers:
+# 40 leaves room for proxies and tracing; one field may hold 8190 bytes (a bearer key is ~50).
+# Bodies stay capped by MAX_REQUEST_BYTES in the app (and by nginx in front of it).
+limit_request_line = 8190
+limit_request_fields = 40
+limit_request_field_size = 8190
 # The app logs one JSON line per request itself (web/request_log.py): no access log.
 accesslog = None
 errorlog = "-"

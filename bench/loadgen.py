@@ -62,6 +62,7 @@ class Workload:
         self.base_ts = float(spec.get("base_ts", 0))
         self.next_seq = int(spec.get("start", 0))
         self.paths = spec.get("paths", [])
+        self.posts = spec.get("posts", [])
         self.rng = random.Random(spec.get("seed", 6))
         self.ready: list[tuple[str, str, bytes | None, int]] = []
         if spec.get("pregenerate"):
@@ -76,6 +77,9 @@ class Workload:
     def _build(self) -> tuple[str, str, bytes | None, int]:
         if self.kind == "get":
             return "GET", self.rng.choice(self.paths), None, 0
+        if self.kind == "post":  # reads whose arguments are a JSON body: [path, body] pairs
+            path, body = self.rng.choice(self.posts)
+            return "POST", path, body.encode(), 0
         start, self.next_seq = self.next_seq, self.next_seq + self.batch
         if self.kind == "ingest_now":
             now = time.time()

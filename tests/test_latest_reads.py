@@ -180,6 +180,24 @@ def test_a_thousand_vehicles_in_one_redis_round_trip(client, monkeypatch):
     assert body["vehicles"][999] == {"vehicleId": "vehicle-0999", "soc": 99.0, "kwhDeliveredDc": 8.0,
                                      "batteryTemp": 30.0, "timestamp": iso(ts)}
     assert trips.count == 1
+    # The same 1,000 ids in a POST body (a URL that long passes no 8190-byte request-line limit).
+    trips = RoundTrips(monkeypatch)
+    posted = client.post("/v1/vehicles/latest", json={"ids": ids})
+    assert posted.status_code == 200
+    assert posted.get_json() == body
+    assert trips.count == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, [], {"ids": []}, {"ids": "a,b"}, {"ids": ["a", 1]}, {"ids": ["a b"]}, {"ids": ["x"] * 1001}],
+)
+def test_a_bad_multi_read_body_is_400_naming_ids(client, body):
+    for kind in ("vehicles", "meters"):
+        r = client.post(f"/v1/{kind}/latest", json=body) if body is not None else client.post(
+            f"/v1/{kind}/latest", data="{", content_type="application/json")
+        assert r.status_code == 400
+        assert r.get_json()["parameter"] == "ids"
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,28 @@ _READING_ONE_OF = {"oneOf": [MeterReadingSchema, VehicleReadingSchema]}
 
 # The operations of each endpoint (Flask endpoint name -> method -> OpenAPI operation). Schemas
 # are marshmallow classes; the MarshmallowPlugin turns them into components.
+_IDS_BODY = {
+    "type": "object", "required": ["ids"],
+    "properties": {"ids": {"type": "array", "minItems": 1, "maxItems": MAX_IDS_PER_READ,
+                           "items": {"type": "string", "pattern": DEVICE_ID_PATTERN}}},
+}
+
+
+
+def _multi_read_post(noun: str, answer: type[Schema]) -> dict:
+    """The POST form of a multi-read: the ids in the body, the same answer as the GET."""
+    return {
+        "tags": ["latest"],
+        "summary": f"The newest reading of up to {MAX_IDS_PER_READ} {noun} in one read, the ids in the body",
+        "description": "The same answer as the GET, for id lists too long for a URL (gunicorn caps the request line "
+                       "at 8190 bytes).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _IDS_BODY}}},
+        "responses": {"200": _json(answer, "Readings in the order asked; unknown ids in `missing`"),
+                      "400": _error('The body is not {"ids": [...]} or an id is not an id'),
+                      "503": _UNAVAILABLE},
+    }
+
+
 OPERATIONS: dict[str, dict[str, dict]] = {
     "telemetry.ingest": {"post": {
         "tags": ["ingest"],
@@ -174,14 +196,14 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "parameters": [{"in": "query", "schema": VehicleIdsQuerySchema}],
         "responses": {"200": _json(VehiclesLatestSchema, "Readings in the order asked; unknown ids in `missing`"),
                       "400": _BAD_ID, "503": _UNAVAILABLE},
-    }},
+    }, "post": _multi_read_post("vehicles", VehiclesLatestSchema)},
     "latest.meters_latest": {"get": {
         "tags": ["latest"],
         "summary": f"The newest reading of up to {MAX_IDS_PER_READ} meters in one read",
         "parameters": [{"in": "query", "schema": MeterIdsQuerySchema}],
         "responses": {"200": _json(MetersLatestSchema, "Readings in the order asked; unknown ids in `missing`"),
                       "400": _BAD_ID, "503": _UNAVAILABLE},
-    }},
+    }, "post": _multi_read_post("meters", MetersLatestSchema)},
     "ops.healthz": {"get": {
         "tags": ["operations"],
         "summary": "Liveness: the process answers (touches no server)",
