@@ -28,6 +28,11 @@ def _restore_logging():
 
 @pytest.fixture
 def conf():
+    return load_conf()
+
+
+def load_conf():
+    """Execute gunicorn.conf.py afresh (it reads the environment at import) and return it as a module."""
     spec = importlib.util.spec_from_file_location("gunicorn_conf_under_test", ROOT / "gunicorn.conf.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -60,3 +65,47 @@ def test_access_line_is_still_written_when_the_access_logger_takes_info(conf, mo
     logger.access(object(), object(), {}, 0.001)
     assert len(built) == 1 and len(records) == 1
     assert logging.getLogger("gunicorn.access").isEnabledFor(logging.INFO)
+
+
+def test_make_run_binds_loopback_and_a_setting_or_the_platform_changes_it(monkeypatch):
+    for name in ("WEB_HOST", "DYNO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PORT", "8123")
+    assert load_conf().bind == "127.0.0.1:8123"
+    monkeypatch.setenv("DYNO", "web.1")  # Heroku's router reaches the dyno from outside
+    assert load_conf().bind == "0.0.0.0:8123"
+    monkeypatch.setenv("WEB_HOST", "10.0.0.5")
+    assert load_conf().bind == "10.0.0.5:8123"
+
+
+def test_request_heads_are_bounded(conf):
+    from gunicorn.http.message import MAX_REQUEST_LINE
+
+    # Finite (0 means none, and the pure-Python parser is quadratic in the line's length).
+    assert 0 < conf.limit_request_line <= MAX_REQUEST_LINE
+    assert 0 < conf.limit_request_fields <= 100
+    assert 0 < conf.limit_request_field_size <= 8190
+
+
+def test_gunicorns_own_errors_are_json():
+    import json
+    import socket
+
+    from gunicorn import util
+
+    from web.gunicorn_errors import install_json_errors, write_json_error
+
+    install_json_errors()
+    assert util.write_error is write_json_error
+    left, right = socket.socketpair()
+    with left, right:
+        util.write_error(left, 414, "URI Too Long", "Request Line is too large (9000 > 8190)")
+        left.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := right.recv(4096):
+            data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body) == {"error": "request_uri_too_long",
+                                 "message": "Request Line is too large (9000 > 8190)"}
