@@ -45,8 +45,23 @@ def test_healthz_answers_without_touching_any_server(settings):
     assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
 
 
-def test_readyz_is_ready_when_both_servers_answer(client):
-    response = client.get("/readyz")
+def as_metrics_caller(app):
+    """Make every request of ``app`` carry a principal with the ``metrics`` scope (as web/auth.py would)."""
+    from types import SimpleNamespace
+
+    from flask import request
+
+    from web.ops import PRINCIPAL_ENVIRON_KEY
+
+    @app.before_request
+    def _metrics_principal():
+        request.environ[PRINCIPAL_ENVIRON_KEY] = SimpleNamespace(scopes=frozenset({"metrics"}))
+
+    return app.test_client()
+
+
+def test_readyz_is_ready_when_both_servers_answer(app):
+    response = as_metrics_caller(app).get("/readyz")
     body = response.get_json()
     assert response.status_code == 200
     assert body["status"] == "ready"
@@ -60,7 +75,7 @@ def test_readyz_names_the_server_that_is_down(settings, down):
     broken = {"redis": {"redis_url": f"redis://{CLOSED}/0"},
               "postgres": {"database_url": f"postgresql://{CLOSED}/none"}}[down]
     app = create_app(dataclasses.replace(settings, **broken))
-    response = app.test_client().get("/readyz")
+    response = as_metrics_caller(app).get("/readyz")
     body = response.get_json()
     assert response.status_code == 503
     assert body["status"] == "unavailable"

@@ -103,9 +103,9 @@ _idle_check = IdleCheck()
 
 
 @contextmanager
-def connection() -> Iterator[psycopg.Connection]:
+def connection(app: Flask | None = None) -> Iterator[psycopg.Connection]:
     """Lend a pooled connection for one request; ``PoolTimeout`` (an ``OperationalError``) means 503."""
-    with get_pool().connection() as conn:
+    with get_pool(app).connection() as conn:
         try:
             yield conn
         finally:

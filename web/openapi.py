@@ -69,7 +69,8 @@ class ReadinessSchema(Schema):
     """Whether Redis and Postgres both answer."""
 
     status = fields.String(required=True, metadata={"enum": ["ready", "unavailable"]})
-    checks = fields.Nested(ProbesSchema, required=True)
+    checks = fields.Nested(ProbesSchema, metadata={
+        "description": "Each server's probe, for callers with the `metrics` scope only (the probe is cached ~1 s)"})
 
 
 def _camel(name: str) -> str:
@@ -213,7 +214,8 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "tags": ["operations"],
         "summary": "Readiness: Redis and Postgres both answer",
         "responses": {"200": _json(ReadinessSchema, "Ready"),
-                      "503": _json(ReadinessSchema, "A server does not answer; `checks` says which and why")},
+                      "503": _json(ReadinessSchema,
+                                   "A server does not answer; `checks` (the `metrics` scope) says which and why")},
     }},
     "ops.metrics_endpoint": {"get": {
         "tags": ["operations"],

@@ -10,26 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 
 import psycopg
 import redis
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from common import metrics
 from common.database import HISTORY_TABLES, load_sql
-from common.settings import Settings
 from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, KIND_NAMES, STREAM_KEY
+from web import db
 from web.backpressure import OverloadedError
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
 
-_PROBE_TIMEOUT_SECONDS = 2
+# Where web/auth.py (the identity check) keeps the request's principal (its key's scopes).
+PRINCIPAL_ENVIRON_KEY = "energy.principal"
 
 
 # -- ingest counters (called by web/telemetry.py) ----------------------------------------------
@@ -74,31 +76,71 @@ def healthz():
     return {"status": "ok"}
 
 
-def _probe(check) -> dict:
-    started = time.perf_counter()
-    try:
-        check()
-    except (redis.RedisError, psycopg.Error, OSError) as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()}"[:300]}
-    return {"ok": True, "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
+class ReadinessProbe:
+    """Probe Redis and Postgres (pooled connections) at most once per interval; callers share the answer.
+
+    Eight load balancers asking every second cost one probe a second per process, not eight, and
+    no probe opens a connection of its own. A failure's detail goes to the log once per probe.
+    """
+
+    def __init__(self, app: Flask, interval: float):
+        self.app = app
+        self.interval = interval
+        self.probes = 0  # how many probes ran (tests read it)
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._checks: dict[str, dict] = {}
+
+    def checks(self) -> dict[str, dict]:
+        """Return each server's check (ok, latency or error), probing when the last one is stale."""
+        if self._fresh():
+            return self._checks
+        with self._lock:
+            if not self._fresh():
+                self._checks = {"redis": self._run(self.app.extensions["redis"].ping),
+                                "postgres": self._run(self._postgres)}
+                self._checked_at = time.monotonic()
+                self.probes += 1
+            return self._checks
+
+    def _fresh(self) -> bool:
+        return self._checked_at is not None and time.monotonic() - self._checked_at < self.interval
+
+    def _postgres(self) -> None:
+        with db.connection(self.app) as conn:
+            conn.execute("SELECT 1")
+
+    @staticmethod
+    def _run(check) -> dict:
+        started = time.perf_counter()
+        try:
+            check()
+        except (redis.RedisError, psycopg.Error, OSError) as exc:
+            error = f"{type(exc).__name__}: {str(exc).strip()}"[:300]
+            log.warning("readiness probe failed", extra={"error": error})
+            return {"ok": False, "error": error}
+        return {"ok": True, "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def _postgres_probe(settings: Settings) -> None:
-    with psycopg.connect(settings.database_url, connect_timeout=_PROBE_TIMEOUT_SECONDS,
-                         application_name="energy-readyz") as conn:
-        conn.execute("SELECT 1")
+def _may_see_detail() -> bool:
+    """Tell whether the caller holds the ``metrics`` (or ``admin``) scope; anonymous callers do not.
+
+    The principal is the one the identity check (web/auth.py) puts in the WSGI environ.
+    """
+    principal = request.environ.get(PRINCIPAL_ENVIRON_KEY)
+    scopes = getattr(principal, "scopes", ()) or ()
+    return "metrics" in scopes or "admin" in scopes
 
 
 @bp.get("/readyz")
 def readyz():
-    """Answer 200 when Redis and Postgres both answer, else 503; the body says which failed and why."""
-    settings: Settings = current_app.config["SETTINGS"]
-    checks = {
-        "redis": _probe(current_app.extensions["redis"].ping),
-        "postgres": _probe(lambda: _postgres_probe(settings)),
-    }
+    """Answer 200 when Redis and Postgres both answer, else 503; only the ``metrics`` scope sees which and why."""
+    checks = current_app.extensions["readiness"].checks()
     ready = all(c["ok"] for c in checks.values())
-    response = jsonify(status="ready" if ready else "unavailable", checks=checks)
+    body = {"status": "ready" if ready else "unavailable"}
+    if _may_see_detail():
+        body["checks"] = checks
+    response = jsonify(body)
     response.status_code = 200 if ready else 503
     return response
 
@@ -114,7 +156,6 @@ class EngineCollector:
 
     def collect(self):
         """Yield the metric families (called by ``generate_latest``)."""
-        settings: Settings = self.app.config["SETTINGS"]
         client: redis.Redis = self.app.extensions["redis"]
         up = GaugeMetricFamily("energy_up", "1 if the server answered this scrape, else 0.", labels=["server"])
         try:
@@ -125,7 +166,7 @@ class EngineCollector:
             families = []
             up.add_metric(["redis"], 0)
         try:
-            families += list(self._postgres_families(settings))
+            families += list(self._postgres_families())
             up.add_metric(["postgres"], 1)
         except psycopg.Error as exc:
             log.warning("metrics: postgres unavailable", extra={"error": str(exc).strip()})
@@ -184,10 +225,10 @@ class EngineCollector:
                                 "1 while ingest answers 503 because of the backlog or Redis memory.",
                                 value=int(overloaded))
 
-    def _postgres_families(self, settings: Settings):
+    def _postgres_families(self):
         today = datetime.now(UTC).date()
-        with psycopg.connect(settings.database_url, connect_timeout=_PROBE_TIMEOUT_SECONDS,
-                             application_name="energy-metrics") as conn:
+        # A pooled connection: a scrape opens at most one (none once the pool holds one).
+        with db.connection(self.app) as conn:
             rows = conn.execute(load_sql("ops/partition_counts"),
                                 {"tables": list(HISTORY_TABLES), "today": today}).fetchall()
         ahead = GaugeMetricFamily("energy_partitions_ahead",
@@ -229,4 +270,6 @@ def init_app(app: Flask) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(app))
     app.extensions["metrics_registry"] = registry
+    app.config.setdefault("READYZ_CACHE_SECONDS", 1.0)
+    app.extensions["readiness"] = ReadinessProbe(app, app.config["READYZ_CACHE_SECONDS"])
     app.register_blueprint(bp)
