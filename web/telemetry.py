@@ -21,6 +21,10 @@ _MISSING = object()
 # Integers up to 2**53 convert to float exactly; larger ones are left to marshmallow.
 _EXACT_INT = 2**53
 _NEVER = re.compile(r"(?!)")
+# An item the fast triage knows to be invalid (marshmallow is asked only to say why).
+INVALID = object()
+# A refused batch's answer names this many bad items at most, and counts all of them.
+MAX_REPORTED_ITEMS = 100
 
 
 def _id_regex(schema, name: str) -> re.Pattern:
@@ -70,8 +74,8 @@ class ReadingParser:
 
     def parse_item(self, item, now: datetime | None = None) -> Reading:
         """Validate one item; raise ``ValidationError`` with per-field messages."""
-        reading = self._plainly_valid(item, now or datetime.now(UTC))
-        return reading if reading is not None else self._schema_load(item)
+        verdict = self._triage(item, now or datetime.now(UTC))
+        return verdict if type(verdict) is Reading else self._schema_load(item)
 
     def _schema_load(self, item) -> Reading:
         if not isinstance(item, dict):
@@ -86,10 +90,14 @@ class ReadingParser:
         d = self.vehicle_schema.load(item)
         return Reading(VEHICLE, d["vehicleId"], d["timestamp"], (d["soc"], d["kwhDeliveredDc"], d["batteryTemp"]))
 
-    def _plainly_valid(self, item, now: datetime) -> Reading | None:
-        """Return the reading if every field is plainly valid, else None (marshmallow then decides)."""
+    def _triage(self, item, now: datetime):
+        """Return the reading if every field is plainly valid, ``INVALID`` if one plainly is not, else None.
+
+        None (unsure) leaves the decision to marshmallow. ``INVALID`` lets a batch that is refused
+        anyway count its bad items without marshmallow's ~100 us each.
+        """
         if type(item) is not dict:
-            return None
+            return INVALID
         meter_id = item.get("meterId", _MISSING)
         vehicle_id = item.get("vehicleId", _MISSING)
         if vehicle_id is _MISSING:
@@ -97,37 +105,44 @@ class ReadingParser:
         elif meter_id is _MISSING:
             kind, device_id, bounds, id_regex = VEHICLE, vehicle_id, self._vehicle_bounds, self._vehicle_id
         else:
-            return None
-        if type(device_id) is not str or not id_regex.match(device_id):
-            return None
+            return INVALID  # both ids
+        if type(device_id) is not str:
+            return INVALID  # missing, or not a string
+        if not id_regex.match(device_id):
+            return INVALID if id_regex is not _NEVER else None
         raw_ts = item.get("timestamp")
         if type(raw_ts) is not str:
-            return None
+            return INVALID
         try:
             # The function marshmallow's AwareDateTime(format="iso") calls.
             ts = datetime.fromisoformat(raw_ts)
         except ValueError:
-            return None
+            return INVALID
         if ts.tzinfo is None or ts.utcoffset() is None or ts > now + self.max_clock_skew or ts < now - self.retention:
-            return None
+            return INVALID
         values = []
         for name, low, high, low_inclusive in bounds:
             value = item.get(name)
             kind_of = type(value)
             if kind_of is int:
                 if not -_EXACT_INT <= value <= _EXACT_INT:
-                    return None
+                    return INVALID if low <= high and not low <= value <= high else None
                 value = float(value)
             elif kind_of is not float:
-                return None
-            # NaN fails every comparison, so it falls through to marshmallow too.
+                return INVALID  # missing, null, a string, a boolean...
+            # NaN fails every comparison: invalid too (StrictNumber refuses it).
             if not (value <= high and (value >= low if low_inclusive else value > low)):
-                return None
+                return INVALID if low <= high else None  # impossible bounds: the schema decides
             values.append(value)
         return Reading(kind, device_id, ts, tuple(values))
 
     def parse(self, body) -> list[Reading]:
-        """Validate a request body (one object or an array); raise ``ApiError`` naming every bad field."""
+        """Validate a request body (one object or an array); raise ``ApiError`` naming the bad fields.
+
+        A refused batch names its first ``MAX_REPORTED_ITEMS`` bad items and counts all of them
+        (``invalidCount``); past those, plainly bad items are only counted, so that refusing a
+        batch costs no more than accepting one of the same size.
+        """
         now = datetime.now(UTC)
         if isinstance(body, dict):
             try:
@@ -139,20 +154,29 @@ class ReadingParser:
             raise ApiError(400, "invalid_body", "The body must be a JSON object (one reading) or an array of them.")
         if not body:
             raise ApiError(400, "empty_batch", "The array holds no readings.")
-        plain = [self._plainly_valid(item, now) for item in body]
-        if None not in plain:
-            return plain
-        readings, problems = [], []
-        for index, (item, reading) in enumerate(zip(body, plain, strict=True)):
+        verdicts = [self._triage(item, now) for item in body]
+        if None not in verdicts and INVALID not in verdicts:
+            return verdicts
+        readings, problems, invalid = [], [], 0
+        for index, (item, verdict) in enumerate(zip(body, verdicts, strict=True)):
+            if type(verdict) is Reading:
+                readings.append(verdict)
+                continue
+            if verdict is INVALID and len(problems) >= MAX_REPORTED_ITEMS:
+                invalid += 1
+                continue
             try:
-                readings.append(reading if reading is not None else self._schema_load(item))
+                readings.append(self._schema_load(item))
             except ValidationError as exc:
-                problems.append({"index": index, "fields": exc.messages})
-        if problems:
+                invalid += 1
+                if len(problems) < MAX_REPORTED_ITEMS:
+                    problems.append({"index": index, "fields": exc.messages})
+        if invalid:
+            shown = "" if invalid <= len(problems) else f" The first {len(problems)} are listed."
             raise ApiError(
                 400, "invalid_batch",
-                f"{len(problems)} of {len(body)} readings are invalid; nothing of the batch was accepted.",
-                items=problems,
+                f"{invalid} of {len(body)} readings are invalid; nothing of the batch was accepted.{shown}",
+                invalidCount=invalid, items=problems,
             )
         return readings
 
