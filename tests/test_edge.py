@@ -167,7 +167,9 @@ def test_fifty_slowloris_and_fifty_tricklers_do_not_stop_the_service(edge, web, 
                 assert c["answer"].startswith(b"HTTP/1.1 408"), c["answer"][:200]
     finally:
         slow.stop()
-    # gunicorn saw none of them: no reading of theirs reached Redis, and it still answers directly.
+    # gunicorn saw none of them: none of their readings reached Redis, and it still answers directly.
+    latest = redis_client.keys("latest:*")
+    assert len(latest) == 100 and all(k.startswith("latest:meter:probe-") for k in latest)
     assert _probe(web.port, 0)[0] == 200
 
 
