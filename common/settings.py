@@ -84,6 +84,10 @@ class Settings:
     redis_memory_limit_ratio: float = 0.9
     backpressure_check_ms: int = 250
     backpressure_retry_after_seconds: int = 5
+    # Counter rules: an increase implying more average power than this is implausible and adds nothing.
+    # A depot's grid connection (several MW) and the fastest (megawatt) charging systems, with headroom.
+    max_meter_power_kw: float = 10_000.0
+    max_vehicle_power_kw: float = 4_000.0
     log_format: str = "json"
     log_level: str = "INFO"
     # A device's latest hash leaves Redis after this many days without a reading (reads then come
@@ -120,6 +124,8 @@ class Settings:
             backpressure_retry_after_seconds=_int(
                 env, "BACKPRESSURE_RETRY_AFTER_SECONDS", d.backpressure_retry_after_seconds, 1
             ),
+            max_meter_power_kw=_float(env, "MAX_METER_POWER_KW", d.max_meter_power_kw, 0.001),
+            max_vehicle_power_kw=_float(env, "MAX_VEHICLE_POWER_KW", d.max_vehicle_power_kw, 0.001),
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("json", "text")),
             log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
             latest_ttl_days=_int(env, "LATEST_TTL_DAYS", d.latest_ttl_days, 1),

@@ -60,6 +60,8 @@ def test_monotonic_counters_give_max_minus_min(client, db):
         "toTs": iso(TO),
         "readings": {"meter": 4, "vehicle": 3},
         "counterResets": {"meter": 0, "vehicle": 0},
+        "glitches": {"meter": 0, "vehicle": 0},
+        "implausibleSteps": {"meter": 0, "vehicle": 0},
         "baselineTs": {"meter": None, "vehicle": None},
         "warnings": [],
     }

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from common.database import load_sql
+from common.settings import Settings
 from common.streams import format_ts
 from web import db
 from web.errors import ApiError
@@ -20,10 +21,6 @@ bp = Blueprint("analytics", __name__)
 
 DEFAULT_HOURS = 24
 MAX_HOURS = 168
-# How far before the window the baseline reading (the last one before the window) is looked for.
-# Bounding the search lets Postgres prune every older partition at plan time; a device silent for
-# longer than this has no baseline, and its energy starts at its first reading inside the window.
-BASELINE_LOOKBACK = timedelta(days=7)
 # `to` must leave room for the window and the lookback inside the calendar Python and Postgres share.
 EARLIEST_TO = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TO = datetime(9999, 1, 1, tzinfo=UTC)
@@ -93,19 +90,30 @@ class PerformanceSchema(Schema):
     toTs = fields.String(required=True, metadata={"format": "date-time", "description": "Window end, inclusive"})
     readings = fields.Nested(StreamCountsSchema, required=True,
                              metadata={"description": "Readings inside the window, per stream"})
-    counterResets = fields.Nested(StreamCountsSchema, required=True,
-                                  metadata={"description": "Counter decreases seen, per stream"})
-    baselineTs = fields.Nested(StreamTimestampsSchema, required=True,
-                               metadata={"description": "The reading before the window each count starts from"})
+    counterResets = fields.Nested(
+        StreamCountsSchema, required=True,
+        metadata={"description": "Counter drops that stayed (a replaced counter), per stream"},
+    )
+    glitches = fields.Nested(StreamCountsSchema, required=True,
+                             metadata={"description": "Drops the next reading undid, ignored, per stream"})
+    implausibleSteps = fields.Nested(
+        StreamCountsSchema, required=True,
+        metadata={"description": "Increases above MAX_<KIND>_POWER_KW, ignored, per stream"},
+    )
+    baselineTs = fields.Nested(
+        StreamTimestampsSchema, required=True,
+        metadata={"description": "The reading before the window each count starts from (the neighbour within 7 days)"},
+    )
     warnings = fields.List(fields.String(), required=True)
 
 
 _query_schema = PerformanceQuerySchema()
 
 
-def window_params(vehicle_id: str, from_ts: datetime, to_ts: datetime) -> dict:
+def window_params(vehicle_id: str, from_ts: datetime, to_ts: datetime, settings: Settings) -> dict:
     """Return the parameters of the sql/analytics queries for the window (from_ts, to_ts]."""
-    return {"vehicle_id": vehicle_id, "from_ts": from_ts, "to_ts": to_ts, "baseline_from": from_ts - BASELINE_LOOKBACK}
+    return {"vehicle_id": vehicle_id, "from_ts": from_ts, "to_ts": to_ts,
+            "max_meter_power_kw": settings.max_meter_power_kw, "max_vehicle_power_kw": settings.max_vehicle_power_kw}
 
 
 def fetch_window(conn: psycopg.Connection, params: dict) -> tuple[tuple, tuple]:
@@ -134,11 +142,28 @@ def _parse_query() -> dict:
         raise ApiError(400, "invalid_parameter", f"{name}: {message}", parameter=name) from None
 
 
+def counter_warnings(stream: str, figure: str, resets: int, glitches: int, implausible: int) -> list[str]:
+    """Say in a sentence each way the counter rules changed ``figure`` from the raw increases."""
+    warnings = []
+    if glitches:
+        warnings.append(f"{figure} ignores {glitches} {stream} reading(s) below their predecessor that the next "
+                        "reading climbed back above (glitches); counting went on from the predecessor.")
+    if resets:
+        warnings.append(f"{figure} counts nothing for {resets} {stream} counter reset(s) (a drop that stayed); "
+                        "counting went on from the new value. A later reading may turn a last drop into a glitch.")
+    if implausible:
+        warnings.append(f"{figure} ignores {implausible} {stream} increase(s) implying more than the "
+                        f"{stream} power ceiling (MAX_{stream.upper()}_POWER_KW).")
+    return warnings
+
+
 def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, meter_row: tuple,
               vehicle_row: tuple) -> dict:
     """Turn the two query rows into the API answer."""
-    meter_id, ac_energy, meter_resets, meter_readings, meter_baseline = meter_row
-    dc_energy, vehicle_resets, vehicle_readings, vehicle_baseline, avg_temp = vehicle_row
+    meter_id, ac_energy, meter_resets, meter_glitches, meter_implausible, meter_readings, meter_baseline = meter_row
+    dc_energy, vehicle_resets, vehicle_glitches, vehicle_implausible, vehicle_readings, vehicle_baseline, avg_temp = (
+        vehicle_row
+    )
     ac_kwh, dc_kwh = _round(ac_energy, 3), _round(dc_energy, 3)
     # The ratio of the reported (rounded) figures, so that a reader recomputing it gets the same.
     ratio = _round(dc_kwh / ac_kwh, 4) if ac_kwh else None
@@ -150,6 +175,8 @@ def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, m
         )
     if not ac_kwh and dc_kwh:
         warnings.append("dcKwh is above 0 while the meter drew no energy: check the mapping and the meter.")
+    warnings += counter_warnings("meter", "acKwh", meter_resets, meter_glitches, meter_implausible)
+    warnings += counter_warnings("vehicle", "dcKwh", vehicle_resets, vehicle_glitches, vehicle_implausible)
     return {
         "vehicleId": vehicle_id,
         "meterId": meter_id,
@@ -162,6 +189,8 @@ def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, m
         "toTs": format_ts(to_ts),
         "readings": {"meter": meter_readings, "vehicle": vehicle_readings},
         "counterResets": {"meter": meter_resets, "vehicle": vehicle_resets},
+        "glitches": {"meter": meter_glitches, "vehicle": vehicle_glitches},
+        "implausibleSteps": {"meter": meter_implausible, "vehicle": vehicle_implausible},
         "baselineTs": {
             "meter": format_ts(meter_baseline) if meter_baseline else None,
             "vehicle": format_ts(vehicle_baseline) if vehicle_baseline else None,
@@ -179,7 +208,9 @@ def performance(vehicle_id: str):
     to_ts = (query["to"] or datetime.now(UTC)).astimezone(UTC)
     from_ts = to_ts - timedelta(hours=hours)
     with db.connection() as conn:
-        meter_row, vehicle_row = fetch_window(conn, window_params(vehicle_id, from_ts, to_ts))
+        meter_row, vehicle_row = fetch_window(
+            conn, window_params(vehicle_id, from_ts, to_ts, current_app.config["SETTINGS"])
+        )
     if meter_row[0] is None:
         raise ApiError(404, "not_found", f"Vehicle {vehicle_id!r} has no mapping to a meter.")
     return jsonify(summarize(vehicle_id, hours, from_ts, to_ts, meter_row, vehicle_row))

@@ -1,34 +1,22 @@
 -- AC energy drawn by the meter currently mapped to a vehicle over the window (from_ts, to_ts].
--- Parameters: vehicle_id, from_ts, to_ts, baseline_from.
+-- Parameters: vehicle_id, from_ts, to_ts, max_meter_power_kw.
 --
--- Energy is the sum of the increases between consecutive readings in time order, starting from the
--- baseline: the last reading at or before from_ts (and after baseline_from, which bounds the search
--- so that partition pruning removes every older partition). A decrease is a counter reset: that
--- step adds nothing and counting continues from the new value. The primary key (meter_id, ts) makes
--- duplicates impossible and the ORDER BY ts makes arrival order irrelevant. Consecutive readings of
--- a counter are close, so each float step is exact (Sterbenz); the caller rounds the sum to 3 decimals.
---
--- The baseline is an index scan backwards over the partitions in ts order with LIMIT 1: Postgres
--- stops at the first partition that holds a reading, the older ones are never executed. The
--- window's rows come out of the primary key in ts order too, so the window function needs no sort:
--- the baseline is not put in the same row set but given to lag() as the value before the first row.
--- meter_id is NULL in the result when the vehicle has no mapping.
+-- Energy is the sum of the readings' contributions under the one counter rule set,
+-- counter_steps() (sql/migrations/0008_counter_rules.sql): increases between consecutive readings
+-- starting from the reading before the window; glitches, resets and implausible steps add nothing
+-- and are counted. baseline_ts is the reading before the window that the count starts from.
+-- meter_id is NULL in the result when the vehicle has no mapping. The meter id reaches
+-- counter_steps() through a LATERAL join, not a subquery argument: Postgres inlines a set-returning
+-- SQL function only when its arguments hold no subquery (a function scan plans all partitions).
 WITH mapped AS (
     SELECT meter_id FROM vehicle_meter_map WHERE vehicle_id = %(vehicle_id)s
-), baseline AS (
-    SELECT r.ts, r.kwh_consumed_ac AS kwh
-    FROM meter_readings r
-    WHERE r.meter_id = (SELECT meter_id FROM mapped) AND r.ts <= %(from_ts)s AND r.ts > %(baseline_from)s
-    ORDER BY r.ts DESC
-    LIMIT 1
-), steps AS (
-    SELECT r.kwh_consumed_ac - lag(r.kwh_consumed_ac, 1, (SELECT kwh FROM baseline)) OVER (ORDER BY r.ts) AS step
-    FROM meter_readings r
-    WHERE r.meter_id = (SELECT meter_id FROM mapped) AND r.ts > %(from_ts)s AND r.ts <= %(to_ts)s
 )
-SELECT (SELECT meter_id FROM mapped)                     AS meter_id,
-       coalesce(sum(step) FILTER (WHERE step > 0), 0)    AS energy_kwh,
-       count(*) FILTER (WHERE step < 0)                  AS counter_resets,
-       count(*)                                          AS readings,
-       (SELECT ts FROM baseline)                         AS baseline_ts
-FROM steps;
+SELECT (SELECT meter_id FROM mapped)                           AS meter_id,
+       coalesce(sum(s.energy_kwh), 0)                          AS energy_kwh,
+       count(*) FILTER (WHERE s.is_reset)                      AS counter_resets,
+       count(*) FILTER (WHERE s.is_glitch)                     AS glitches,
+       count(*) FILTER (WHERE s.is_implausible)                AS implausible_steps,
+       count(*)                                                AS readings,
+       min(s.predecessor_ts) FILTER (WHERE s.predecessor_ts <= %(from_ts)s) AS baseline_ts
+FROM mapped m
+CROSS JOIN LATERAL counter_steps('meter', m.meter_id, %(from_ts)s, %(to_ts)s, %(max_meter_power_kw)s) s;
