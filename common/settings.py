@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -88,11 +89,17 @@ class Settings:
     # A depot's grid connection (several MW) and the fastest (megawatt) charging systems, with headroom.
     max_meter_power_kw: float = 10_000.0
     max_vehicle_power_kw: float = 4_000.0
+    # Signs the history API's page cursors; every web process must share it. Empty: derived from DATABASE_URL.
+    cursor_secret: str = ""
     log_format: str = "json"
     log_level: str = "INFO"
     # A device's latest hash leaves Redis after this many days without a reading (reads then come
     # from Postgres *_latest), so new device ids cannot grow Redis without bound.
     latest_ttl_days: int = 30
+
+    def cursor_key(self) -> bytes:
+        """Return the key that signs page cursors (the same in every process of a deployment)."""
+        return hashlib.sha256(("energy-cursor:" + (self.cursor_secret or self.database_url)).encode()).digest()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -126,6 +133,7 @@ class Settings:
             ),
             max_meter_power_kw=_float(env, "MAX_METER_POWER_KW", d.max_meter_power_kw, 0.001),
             max_vehicle_power_kw=_float(env, "MAX_VEHICLE_POWER_KW", d.max_vehicle_power_kw, 0.001),
+            cursor_secret=env.get("CURSOR_SECRET") or d.cursor_secret,
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("json", "text")),
             log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
             latest_ttl_days=_int(env, "LATEST_TTL_DAYS", d.latest_ttl_days, 1),

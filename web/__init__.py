@@ -35,11 +35,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(telemetry.bp)
     app.register_blueprint(latest.bp)
 
-    from web import analytics, db, mappings, openapi
+    from web import analytics, db, history, mappings, openapi
 
     db.init_app(app)  # the Postgres pool opens lazily, per process, on first use
     app.register_blueprint(mappings.bp)
     app.register_blueprint(analytics.bp)
+    app.register_blueprint(history.bp)
     openapi.init_app(app)  # /openapi.json and /docs
 
     from web import backpressure, ops, request_log

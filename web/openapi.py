@@ -11,6 +11,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import INCLUDE, Schema, fields
 
 from web.analytics import PerformanceQuerySchema, PerformanceSchema
+from web.history import HistoryQuerySchema, MeterHistorySchema, VehicleHistorySchema
 from web.latest import (
     MAX_IDS_PER_READ,
     MeterIdsQuerySchema,
@@ -96,6 +97,19 @@ _UNAVAILABLE = _error("Redis or Postgres is unreachable; retry after the Retry-A
 _NOT_FOUND = _error("Not found")
 _READING_ONE_OF = {"oneOf": [MeterReadingSchema, VehicleReadingSchema]}
 
+_HISTORY_DESCRIPTION = (
+    "The window is (from, to]. Raw: oldest first, `limit` per page, `next` is the cursor of the following page "
+    "(null at the end). With `interval`: buckets (start, end], empty ones included, at most 10,000; 1d buckets are "
+    "calendar days in `tz`. Bucket energy follows the counter rules (docs/history.md), so a window's buckets add up "
+    "to its analytics. `Accept: text/csv` or `format=csv` streams CSV with no page limit."
+)
+
+
+def _history(schema) -> dict:
+    return {"description": "The history page or buckets (JSON), or CSV",
+            "content": {"application/json": {"schema": schema}, "text/csv": {"schema": {"type": "string"}}}}
+
+
 # The operations of each endpoint (Flask endpoint name -> method -> OpenAPI operation). Schemas
 # are marshmallow classes; the MarshmallowPlugin turns them into components.
 _IDS_BODY = {
@@ -171,13 +185,28 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "summary": "AC energy drawn vs DC energy stored, efficiency and mean battery temperature over a window",
         "description": (
             "Energy from a counter is the sum of the increases between consecutive readings in time order, starting "
-            "from the last reading before the window (looked for up to 7 days back). A decrease is a counter reset: "
-            "that step adds nothing. The meter is the one mapped to the vehicle now."
+            "from the last reading before the window (a neighbour within 7 days). A drop that the next reading undoes "
+            "is a glitch (ignored); a drop that stays is a counter reset (adds nothing); an increase above the kind's "
+            "power ceiling is implausible (adds nothing). The meter is the one mapped to the vehicle now."
         ),
         "parameters": [{"in": "query", "schema": PerformanceQuerySchema}],
         "responses": {"200": _json(PerformanceSchema, "The vehicle's performance over the window"),
                       "400": _BAD_ID, "404": _error("The vehicle has no mapping to a meter"),
                       "503": _UNAVAILABLE},
+    }},
+    "history.vehicle_readings": {"get": {
+        "tags": ["history"],
+        "summary": "A vehicle's history: raw readings in keyset pages, buckets (interval, tz), or CSV",
+        "description": _HISTORY_DESCRIPTION,
+        "parameters": [{"in": "query", "schema": HistoryQuerySchema}],
+        "responses": {"200": _history(VehicleHistorySchema), "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "history.meter_readings": {"get": {
+        "tags": ["history"],
+        "summary": "A meter's history: raw readings in keyset pages, buckets (interval, tz), or CSV",
+        "description": _HISTORY_DESCRIPTION,
+        "parameters": [{"in": "query", "schema": HistoryQuerySchema}],
+        "responses": {"200": _history(MeterHistorySchema), "400": _BAD_ID, "503": _UNAVAILABLE},
     }},
     "latest.vehicle_latest": {"get": {
         "tags": ["latest"],
