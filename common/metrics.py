@@ -38,6 +38,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "rows_written": ("History rows inserted into Postgres by the drain (duplicates not counted).", ()),
     "duplicates_skipped": ("Rows the drain received that history already held (at-least-once redelivery).", ()),
+    "reading_conflicts": ("Duplicates with other values than the stored reading, recorded in reading_conflicts.", ()),
     "entries_acked": ("Stream entries acknowledged after their rows were committed.", ()),
     "drain_write_failures": ("Failed attempts to write one stream entry (it stays pending and is retried).", ()),
     "dead_lettered": ("Stream entries moved to the dead-letter stream after repeated write failures.", ()),

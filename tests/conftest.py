@@ -22,7 +22,8 @@ from common.settings import Settings
 
 SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = ("meter_readings", "vehicle_readings", "meter_latest", "vehicle_latest", "vehicle_meter_map")
+TABLES = ("meter_readings", "vehicle_readings", "meter_latest", "vehicle_latest", "vehicle_meter_map",
+          "reading_conflicts")
 
 
 def _postgres_answers(url: str) -> bool:

@@ -35,12 +35,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(telemetry.bp)
     app.register_blueprint(latest.bp)
 
-    from web import analytics, db, history, mappings, openapi
+    from web import analytics, conflicts, db, history, mappings, openapi
 
     db.init_app(app)  # the Postgres pool opens lazily, per process, on first use
     app.register_blueprint(mappings.bp)
     app.register_blueprint(analytics.bp)
     app.register_blueprint(history.bp)
+    app.register_blueprint(conflicts.bp)
     openapi.init_app(app)  # /openapi.json and /docs
 
     from web import backpressure, ops, request_log

@@ -66,8 +66,8 @@ def _in_calendar(value: datetime | None) -> None:
         raise ValidationError("Must be between 1970-01-01 and 9999-01-01.")
 
 
-class HistoryQuerySchema(Schema):
-    """The query of GET /v1/{vehicles,meters}/<id>/readings."""
+class WindowPageQuerySchema(Schema):
+    """A window (from, to] and the keyset page inside it: shared by the history and the conflicts listings."""
 
     class Meta:
         unknown = EXCLUDE
@@ -84,17 +84,9 @@ class HistoryQuerySchema(Schema):
     )
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT),
-        metadata={"description": f"Readings per page, 1..{MAX_LIMIT} (raw JSON only)", "default": DEFAULT_LIMIT},
+        metadata={"description": f"Items per page, 1..{MAX_LIMIT}", "default": DEFAULT_LIMIT},
     )
     cursor = fields.String(load_default=None, metadata={"description": "The `next` of the previous page"})
-    interval = fields.String(
-        load_default=None, validate=validate.OneOf(list(INTERVALS)),
-        metadata={"description": "Answer buckets of this width instead of raw readings"},
-    )
-    tz = fields.String(load_default="UTC", metadata={"description": "IANA zone of the buckets (1d = calendar days)",
-                                                     "default": "UTC"})
-    format = fields.String(load_default=None, validate=validate.OneOf(["json", "csv"]),
-                           metadata={"description": "csv: the same as Accept: text/csv"})
 
     @validates("from_")
     def _from_in_calendar(self, value, data_key: str, **kwargs) -> None:
@@ -103,6 +95,19 @@ class HistoryQuerySchema(Schema):
     @validates("to")
     def _to_in_calendar(self, value, data_key: str, **kwargs) -> None:
         _in_calendar(value)
+
+
+class HistoryQuerySchema(WindowPageQuerySchema):
+    """The query of GET /v1/{vehicles,meters}/<id>/readings."""
+
+    interval = fields.String(
+        load_default=None, validate=validate.OneOf(list(INTERVALS)),
+        metadata={"description": "Answer buckets of this width instead of raw readings"},
+    )
+    tz = fields.String(load_default="UTC", metadata={"description": "IANA zone of the buckets (1d = calendar days)",
+                                                     "default": "UTC"})
+    format = fields.String(load_default=None, validate=validate.OneOf(["json", "csv"]),
+                           metadata={"description": "csv: the same as Accept: text/csv"})
 
     @validates("tz")
     def _known_zone(self, value: str, data_key: str, **kwargs) -> None:

@@ -11,6 +11,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import INCLUDE, Schema, fields
 
 from web.analytics import PerformanceQuerySchema, PerformanceSchema
+from web.conflicts import ConflictsQuerySchema, ConflictsSchema
 from web.history import HistoryQuerySchema, MeterHistorySchema, VehicleHistorySchema
 from web.latest import (
     MAX_IDS_PER_READ,
@@ -207,6 +208,15 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "description": _HISTORY_DESCRIPTION,
         "parameters": [{"in": "query", "schema": HistoryQuerySchema}],
         "responses": {"200": _history(MeterHistorySchema), "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "conflicts.list_conflicts": {"get": {
+        "tags": ["history"],
+        "summary": "Conflicting duplicates: readings that arrived for a (device, timestamp) already stored with "
+                   "other values (admin)",
+        "description": "History keeps the first values; each later different value is listed once. Oldest reading "
+                       "first, keyset pages (`next`).",
+        "parameters": [{"in": "query", "schema": ConflictsQuerySchema}],
+        "responses": {"200": _json(ConflictsSchema, "A page of conflicts"), "400": _BAD_ID, "503": _UNAVAILABLE},
     }},
     "latest.vehicle_latest": {"get": {
         "tags": ["latest"],

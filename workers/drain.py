@@ -60,6 +60,7 @@ class DrainTotals:
     entries_acked: int = 0
     rows_written: int = 0
     duplicates_skipped: int = 0
+    conflicts: int = 0
     reclaimed: int = 0
     dead_lettered: int = 0
     write_failures: int = 0
@@ -257,6 +258,7 @@ class StreamDrainer:
         self.totals.batches += 1
         self.totals.rows_written += result.rows_written
         self.totals.duplicates_skipped += result.rows_received - result.rows_written
+        self.totals.conflicts += result.conflicts
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -278,6 +280,7 @@ class StreamDrainer:
             return 0
         started = time.monotonic()
         rows_before, duplicates_before = self.totals.rows_written, self.totals.duplicates_skipped
+        conflicts_before = self.totals.conflicts
         committed = self.write(entries)
         self._inflight = None
         self._unacked = (committed, redelivered)
@@ -286,7 +289,7 @@ class StreamDrainer:
         seconds = time.monotonic() - started
         rows = self.totals.rows_written - rows_before
         duplicates = self.totals.duplicates_skipped - duplicates_before
-        self._record_batch(len(committed), rows, duplicates, seconds)
+        self._record_batch(len(committed), rows, duplicates, seconds, self.totals.conflicts - conflicts_before)
         log.info(
             "drained batch",
             extra={
@@ -303,7 +306,7 @@ class StreamDrainer:
         )
         return len(committed)
 
-    def _record_batch(self, committed: int, rows: int, duplicates: int, seconds: float) -> None:
+    def _record_batch(self, committed: int, rows: int, duplicates: int, seconds: float, conflicts: int = 0) -> None:
         """Add a committed batch to the shared counters (a metric lost to a Redis error is only a metric)."""
         if not committed:
             return
@@ -312,6 +315,8 @@ class StreamDrainer:
             metrics.incr(pipe, "entries_acked", committed)
             metrics.incr(pipe, "rows_written", rows)
             metrics.incr(pipe, "duplicates_skipped", duplicates)
+            if conflicts:
+                metrics.incr(pipe, "reading_conflicts", conflicts)
             metrics.observe_drain_batch(pipe, seconds)
             pipe.execute()
 
