@@ -259,6 +259,11 @@ class StreamDrainer:
         self.totals.rows_written += result.rows_written
         self.totals.duplicates_skipped += result.rows_received - result.rows_written
         self.totals.conflicts += result.conflicts
+        if result.conflicts:
+            # Counted at commit, not at XACK: a crash in between must not lose the count (a redelivery records
+            # no conflict twice, so it adds nothing).
+            with contextlib.suppress(redis.RedisError):
+                metrics.incr(self.client, "reading_conflicts", result.conflicts)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -280,7 +285,6 @@ class StreamDrainer:
             return 0
         started = time.monotonic()
         rows_before, duplicates_before = self.totals.rows_written, self.totals.duplicates_skipped
-        conflicts_before = self.totals.conflicts
         committed = self.write(entries)
         self._inflight = None
         self._unacked = (committed, redelivered)
@@ -289,7 +293,7 @@ class StreamDrainer:
         seconds = time.monotonic() - started
         rows = self.totals.rows_written - rows_before
         duplicates = self.totals.duplicates_skipped - duplicates_before
-        self._record_batch(len(committed), rows, duplicates, seconds, self.totals.conflicts - conflicts_before)
+        self._record_batch(len(committed), rows, duplicates, seconds)
         log.info(
             "drained batch",
             extra={
@@ -306,7 +310,7 @@ class StreamDrainer:
         )
         return len(committed)
 
-    def _record_batch(self, committed: int, rows: int, duplicates: int, seconds: float, conflicts: int = 0) -> None:
+    def _record_batch(self, committed: int, rows: int, duplicates: int, seconds: float) -> None:
         """Add a committed batch to the shared counters (a metric lost to a Redis error is only a metric)."""
         if not committed:
             return
@@ -315,8 +319,6 @@ class StreamDrainer:
             metrics.incr(pipe, "entries_acked", committed)
             metrics.incr(pipe, "rows_written", rows)
             metrics.incr(pipe, "duplicates_skipped", duplicates)
-            if conflicts:
-                metrics.incr(pipe, "reading_conflicts", conflicts)
             metrics.observe_drain_batch(pipe, seconds)
             pipe.execute()
 
