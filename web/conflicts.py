@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask import Blueprint, jsonify
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from common.database import load_sql
 from common.streams import format_ts
 from web import db
 from web.errors import ApiError
 from web.history import EARLIEST, LATEST, WindowPageQuerySchema, decode_cursor, encode_cursor, parse_query
-from web.params import check_device_id
+from web.params import DEVICE_ID_RULE
+from web.schemas import DEVICE_ID_PATTERN, DEVICE_ID_REGEX
 
 bp = Blueprint("conflicts", __name__)
 _SCOPE = "conflicts"
@@ -21,7 +22,11 @@ _SCOPE = "conflicts"
 class ConflictsQuerySchema(WindowPageQuerySchema):
     """The query of GET /v1/conflicts: the window applies to the readings' timestamps."""
 
-    deviceId = fields.String(load_default=None, metadata={"description": "Only this meter's or vehicle's"})
+    deviceId = fields.String(
+        load_default=None,
+        validate=validate.Regexp(DEVICE_ID_REGEX, error=f"Must be {DEVICE_ID_RULE}."),
+        metadata={"description": "Only this meter's or vehicle's", "pattern": DEVICE_ID_PATTERN},
+    )
 
 
 class ConflictSchema(Schema):
@@ -65,8 +70,6 @@ def _requires_admin(view):
 def list_conflicts():
     """List recorded conflicting duplicates, oldest reading first."""
     query = parse_query(_query_schema)
-    if query["deviceId"] is not None:
-        check_device_id("deviceId", query["deviceId"])
     after_ts, after_id = EARLIEST, 0
     if query["cursor"]:
         position = decode_cursor(f"{_SCOPE}:{query['deviceId'] or ''}", query["cursor"])
