@@ -85,6 +85,9 @@ def table_rows(results: dict) -> list[dict]:
     latency("drain_lag", "Drain lag at 20,000 devices/minute, p50 / p99", "p50", "p99", 1000)
     vs_floor("catch_up", "Catch-up drain of the backlog", copy_floor, "rows/s", 0.4)
     latency("analytics", "Analytics, 24 h window, p50 / p95", "p50", "p95", 10)
+    latency("history_page", "History, 1,000-reading page, p50 / p95", "p50", "p95", 10)
+    latency("history_buckets", "History, 24 hourly buckets, p50 / p95", "p50", "p95", 15)
+    latency("history_csv", "History, CSV of a day (1,440 rows), p50 / p95", "p50", "p95", 30)
     latency("latest_one", "Latest state, one vehicle, p50 / p99", "p50", "p99", 2)
     latency("latest_multi", "Latest state, 1,000 vehicles, p50 / p99", "p50", "p99", 20)
     for key, figure in (("rss_web", "Peak RSS, web (per process)"), ("rss_worker", "Peak RSS, worker (per process)")):

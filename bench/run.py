@@ -32,7 +32,7 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bench import fleet, report
+from bench import fleet, history_phase, report
 from bench.dataset import load_history
 from bench.drain_monitor import LAG_MISREPORTS, LagMonitor, percentile, undrained
 from bench.floors import copy_floor
@@ -114,6 +114,7 @@ class Bench:
         self.redis_url = args.redis_url
         self.port = free_port()
         self.bare_port = free_port()
+        self.history_end: datetime | None = None  # the end of the analytics day (phase_analytics)
         self.bare = None  # the bare app's gunicorn, from phase_bare_floor to the end of phase_single_ingest
         self.env = self._env()
         self.settings = Settings.from_env(self.env)
@@ -469,7 +470,8 @@ class Bench:
         rows = size.history_devices * size.history_minutes
         log(f"== analytics: loading {rows:,} rows per stream ({size.history_devices:,} devices x "
             f"{size.history_minutes} minutes) straight into Postgres")
-        loaded = load_history(self.database_url, size.history_devices, size.history_minutes)
+        self.history_end = datetime.now(UTC).replace(second=0, microsecond=0)
+        loaded = load_history(self.database_url, size.history_devices, size.history_minutes, end=self.history_end)
         self.results["phases"]["history_load"] = loaded
         log(f"  loaded in {loaded['load_s']}s, vacuum analyze {loaded['vacuum_s']}s")
         rng = random.Random(3)
@@ -493,6 +495,8 @@ class Bench:
         self.results["phases"]["analytics"] = result
         self.figure("analytics", p50=result["latency_ms"]["p50"], p95=result["latency_ms"]["p95"], unit="ms",
                     note=f"{rows:,} rows/stream loaded, {len(sample)} vehicles; " + _failures(result))
+        log("== history API: pages, hourly buckets, CSV of a day")
+        history_phase.run(self, self.history_end, sample)
 
     def phase_latest(self) -> None:
         """Latest-state reads: one vehicle, and 1,000 vehicles in one request."""
@@ -556,13 +560,16 @@ class Bench:
         try:
             self.prepare_stores()
             self.rss.start()
-            self.phase_copy_floor()
-            self.phase_bare_floor()
-            self.start_engine()
-            self.phase_single_ingest()
-            self.phase_batched()
-            self.phase_steady()
-            self.phase_catch_up()
+            if self.args.only == "analytics":
+                self.start_engine()
+            else:
+                self.phase_copy_floor()
+                self.phase_bare_floor()
+                self.start_engine()
+                self.phase_single_ingest()
+                self.phase_batched()
+                self.phase_steady()
+                self.phase_catch_up()
             self.phase_analytics()
             self.phase_latest()
             self.record_memory()
@@ -694,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, help="readings in the catch-up backlog")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis data afterwards")
+    parser.add_argument("--only", choices=["analytics"], help="run only these phases (analytics: the analytics, "
+                                                              "history and latest reads, on a loaded day)")
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     overrides = {k: v for k, v in {"history_devices": args.history_devices, "history_minutes": args.history_minutes,

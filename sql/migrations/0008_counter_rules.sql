@@ -117,7 +117,7 @@ WITH series AS (
     SELECT s.ts, s.v, s.is_glitch, s.pt,
            (NOT s.is_glitch AND s.v < s.pv) IS TRUE AS is_reset,
            (NOT s.is_glitch AND s.v > s.pv
-            AND (s.v - s.pv) / (extract(epoch FROM s.ts - s.pt) / 3600.0) > max_power_kw) IS TRUE AS is_implausible,
+            AND (s.v - s.pv) / (date_part('epoch', s.ts - s.pt) / 3600.0) > max_power_kw) IS TRUE AS is_implausible,
            s.v - s.pv AS step
     FROM stepped s
 )
