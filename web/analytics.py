@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
-from flask import Blueprint, current_app, jsonify, request
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from flask import Blueprint, current_app, jsonify
+from marshmallow import EXCLUDE, Schema, fields, validate, validates
 
 from common.database import load_sql
 from common.settings import Settings
 from common.streams import format_ts
 from web import db
 from web.errors import ApiError
-from web.params import check_device_id, parameter_errors
+from web.params import check_device_id, check_in_calendar, parse_query
 
 bp = Blueprint("analytics", __name__)
 
 DEFAULT_HOURS = 24
 MAX_HOURS = 168
-# `to` must leave room for the window and the lookback inside the calendar Python and Postgres share.
-EARLIEST_TO = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_TO = datetime(9999, 1, 1, tzinfo=UTC)
-# A '+' in a query string decodes to a space: "...T10:00:00 02:00" means "...T10:00:00+02:00".
-_OFFSET_WITH_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 
 
 class PerformanceQuerySchema(Schema):
@@ -48,12 +42,7 @@ class PerformanceQuerySchema(Schema):
 
     @validates("to")
     def _to_in_calendar(self, value: datetime | None, data_key: str, **kwargs) -> None:
-        try:
-            in_range = value is None or EARLIEST_TO <= value.astimezone(UTC) < LATEST_TO
-        except OverflowError:
-            in_range = False
-        if not in_range:
-            raise ValidationError("Must be between 1970-01-01 and 9999-01-01.")
+        check_in_calendar(value)
 
 
 class StreamCountsSchema(Schema):
@@ -131,17 +120,6 @@ def _round(value: float | None, places: int) -> float | None:
     return float(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
 
 
-def _parse_query() -> dict:
-    args = request.args.to_dict()
-    if "to" in args:
-        args["to"] = _OFFSET_WITH_SPACE.sub(r"+\1", args["to"])
-    try:
-        return _query_schema.load(args)
-    except ValidationError as exc:
-        name, message = parameter_errors(exc.messages)
-        raise ApiError(400, "invalid_parameter", f"{name}: {message}", parameter=name) from None
-
-
 def counter_warnings(stream: str, figure: str, resets: int, glitches: int, implausible: int) -> list[str]:
     """Say in a sentence each way the counter rules changed ``figure`` from the raw increases."""
     warnings = []
@@ -203,7 +181,7 @@ def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, m
 def performance(vehicle_id: str):
     """Return the vehicle's AC/DC energy, efficiency and mean battery temperature over the window."""
     check_device_id("vehicleId", vehicle_id)
-    query = _parse_query()
+    query = parse_query(_query_schema)
     hours = query["hours"]
     to_ts = (query["to"] or datetime.now(UTC)).astimezone(UTC)
     from_ts = to_ts - timedelta(hours=hours)

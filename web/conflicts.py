@@ -11,8 +11,8 @@ from common.database import load_sql
 from common.streams import format_ts
 from web import db
 from web.errors import ApiError
-from web.history import EARLIEST, LATEST, WindowPageQuerySchema, decode_cursor, encode_cursor, parse_query
-from web.params import DEVICE_ID_RULE
+from web.history import WindowPageQuerySchema, decode_cursor, encode_cursor
+from web.params import DEVICE_ID_RULE, EARLIEST, LATEST, parse_query
 from web.schemas import DEVICE_ID_PATTERN, DEVICE_ID_REGEX
 
 bp = Blueprint("conflicts", __name__)

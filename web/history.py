@@ -21,7 +21,7 @@ from common.database import load_sql
 from common.streams import format_ts
 from web import db
 from web.errors import ApiError
-from web.params import check_device_id, parameter_errors
+from web.params import EARLIEST, LATEST, check_device_id, check_in_calendar, parse_query
 
 bp = Blueprint("history", __name__)
 
@@ -31,11 +31,7 @@ MAX_BUCKETS = 10_000
 DEFAULT_BUCKET_WINDOW = timedelta(hours=24)
 INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
              "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-# Without `from`/`to` a raw read covers everything the calendar Python and Postgres share holds.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 CSV_FETCH_ROWS = 2_000  # rows per round trip of the server-side cursor: memory stays flat
-_OFFSET_WITH_SPACE = re.compile(r" (\d\d(?::?\d\d)?)$")
 
 
 @dataclass(frozen=True)
@@ -55,15 +51,6 @@ class Kind:
 
 VEHICLE = Kind("vehicle", "vehicleId", ("soc", "kwhDeliveredDc", "batteryTemp"), "max_vehicle_power_kw")
 METER = Kind("meter", "meterId", ("kwhConsumedAc", "voltage"), "max_meter_power_kw")
-
-
-def _in_calendar(value: datetime | None) -> None:
-    try:
-        ok = value is None or EARLIEST <= value.astimezone(UTC) < LATEST
-    except OverflowError:
-        ok = False
-    if not ok:
-        raise ValidationError("Must be between 1970-01-01 and 9999-01-01.")
 
 
 class WindowPageQuerySchema(Schema):
@@ -90,11 +77,11 @@ class WindowPageQuerySchema(Schema):
 
     @validates("from_")
     def _from_in_calendar(self, value, data_key: str, **kwargs) -> None:
-        _in_calendar(value)
+        check_in_calendar(value)
 
     @validates("to")
     def _to_in_calendar(self, value, data_key: str, **kwargs) -> None:
-        _in_calendar(value)
+        check_in_calendar(value)
 
 
 class HistoryQuerySchema(WindowPageQuerySchema):
@@ -192,19 +179,6 @@ class MeterHistorySchema(Schema):
 _query_schema = HistoryQuerySchema()
 
 
-def parse_query(schema: Schema) -> dict:
-    """Load the request's query with ``schema``; a bad parameter is a 400 naming it."""
-    args = request.args.to_dict()
-    for name in ("from", "to"):
-        if name in args:
-            args[name] = _OFFSET_WITH_SPACE.sub(r"+\1", args[name])
-    try:
-        return schema.load(args)
-    except ValidationError as exc:
-        name, message = parameter_errors(exc.messages)
-        raise ApiError(400, "invalid_parameter", f"{name}: {message}", parameter=name) from None
-
-
 # -- cursors: opaque, bound to what they page, and signed so that a tampered one is a 400 -----------------------
 
 
@@ -275,9 +249,11 @@ def _round(value: float | None, places: int = 6) -> float | None:
     return None if value is None else round(value, places)
 
 
-def _bucket_body(kind: Kind, start: datetime, end: datetime, zone: ZoneInfo, row: tuple | None) -> dict:
+def _bucket_body(kind: Kind, start: datetime, end: datetime, zone: ZoneInfo, energy_row: tuple | None,
+                 stats_row: tuple | None) -> dict:
     body = {"start": start.astimezone(zone).isoformat(), "end": end.astimezone(zone).isoformat()}
-    _, readings, energy, resets, glitches, implausible, *stats = row or (None, 0, 0.0, 0, 0, 0)
+    _, energy, resets, glitches, implausible = energy_row or (None, 0.0, 0, 0, 0)
+    _, readings, *stats = stats_row or (None, 0)
     body.update(count=readings, counterResets=resets, glitches=glitches, implausibleSteps=implausible)
     if kind is VEHICLE:
         names = ("socMin", "socMax", "socLast", "batteryTempAvg", "batteryTempMax")
@@ -298,12 +274,16 @@ def buckets(kind: Kind, device_id: str, query: dict) -> tuple[dict, list[dict]]:
         raise ApiError(400, "invalid_parameter", "from: Must be before to.", parameter="from")
     bounds = bucket_bounds(query["interval"], zone, from_ts, to_ts)
     settings = current_app.config["SETTINGS"]
-    params = {"device_id": device_id, "from_ts": bounds[0], "to_ts": bounds[-1],
+    params = {"kind": kind.name, "device_id": device_id, "from_ts": bounds[0], "to_ts": bounds[-1],
               "stride": INTERVALS[query["interval"]], "daily": query["interval"] == "1d", "tz": query["tz"],
-              kind.power_setting: getattr(settings, kind.power_setting)}
-    with db.connection() as conn:
-        rows = {row[0]: row for row in conn.execute(load_sql(f"history/{kind.name}_buckets"), params)}
-    body = [_bucket_body(kind, start, end, zone, rows.get(start)) for start, end in itertools.pairwise(bounds)]
+              "max_power_kw": getattr(settings, kind.power_setting)}
+    with db.connection() as conn, conn.pipeline():  # both queries in one round trip
+        energy = conn.execute(load_sql("history/bucket_energy"), params)
+        stats = conn.execute(load_sql(f"history/{kind.name}_bucket_stats"), params)
+        energy_rows = {row[0]: row for row in energy.fetchall()}
+        stats_rows = {row[0]: row for row in stats.fetchall()}
+    body = [_bucket_body(kind, start, end, zone, energy_rows.get(start), stats_rows.get(start))
+            for start, end in itertools.pairwise(bounds)]
     return {kind.id_field: device_id, "interval": query["interval"], "tz": query["tz"]}, body
 
 
