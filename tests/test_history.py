@@ -294,3 +294,23 @@ def test_bucket_csv_has_the_bucket_fields(client, db):
     assert rows == [{k: (float(v) if isinstance(v, int | float) else v) for k, v in b.items()} for b in json_buckets]
     assert [row["count"] for row in rows] == [60.0, 59.0, 0.0]  # the reading at `from` is outside
     assert list(itertools.chain(rows[0]))[:3] == ["start", "end", "count"]
+
+
+def test_csv_with_postgres_unreachable_is_a_503_json_before_any_row(client, app, db, monkeypatch):
+    from psycopg_pool import PoolTimeout
+
+    from web import db as web_db
+
+    def unavailable():
+        raise PoolTimeout("no connection")
+
+    add_minutes(db, "meter", "m1", DAY, 3)
+    monkeypatch.setattr(web_db, "connection", unavailable)
+    r = client.get("/v1/meters/m1/readings", query_string={"format": "csv"})
+    assert r.status_code == 503
+    assert r.mimetype == "application/json"
+
+
+def test_an_empty_csv_is_its_header(client):
+    r = client.get("/v1/meters/nobody/readings", query_string={"format": "csv"})
+    assert (r.status_code, r.get_data(as_text=True)) == (200, "meterId,timestamp,kwhConsumedAc,voltage\n")

@@ -324,14 +324,16 @@ def _csv_lines(header: list[str], rows) -> iter:
 
 
 def _raw_csv_rows(kind: Kind, device_id: str, query: dict):
-    """Yield lists of CSV rows from a server-side cursor: one fetch of CSV_FETCH_ROWS at a time."""
+    """Yield lists of CSV rows from a server-side cursor, CSV_FETCH_ROWS at a time (at least one list)."""
     params = {"device_id": device_id, "after_ts": (query["from_"] or EARLIEST).astimezone(UTC),
               "to_ts": (query["to"] or LATEST).astimezone(UTC), "limit": None}
     with db.connection() as conn, conn.transaction(), conn.cursor(name="history_csv") as cur:
-        cur.itersize = CSV_FETCH_ROWS
         cur.execute(load_sql(f"history/{kind.name}_page"), params)
-        while rows := cur.fetchmany(CSV_FETCH_ROWS):
+        while True:
+            rows = cur.fetchmany(CSV_FETCH_ROWS)
             yield [[device_id, format_ts(row[0]), *row[1:]] for row in rows]
+            if len(rows) < CSV_FETCH_ROWS:
+                return
 
 
 def _csv_response(kind: Kind, device_id: str, query: dict, lines) -> Response:
@@ -367,7 +369,10 @@ def history(kind: Kind, device_id: str):
     if not csv_wanted:
         return jsonify(raw_page(kind, device_id, query))
     header = [kind.id_field, "timestamp", *kind.columns]
-    return _csv_response(kind, device_id, query, _csv_lines(header, _raw_csv_rows(kind, device_id, query)))
+    chunks = _raw_csv_rows(kind, device_id, query)
+    # The first fetch runs before the 200 goes out: Postgres being down is still a 503 JSON answer.
+    first = next(chunks)
+    return _csv_response(kind, device_id, query, _csv_lines(header, itertools.chain([first], chunks)))
 
 
 @bp.get("/v1/vehicles/<vehicle_id>/readings")
