@@ -33,8 +33,13 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "readings_accepted": ("Readings accepted by POST /v1/telemetry (taken by Redis), by kind.", ("kind",)),
     "readings_rejected": (
         "Readings refused by POST /v1/telemetry, by kind (meter, vehicle, unknown) and reason "
-        "(invalid: failed validation, overloaded: backpressure 503).",
+        "(invalid: failed validation, overloaded: backpressure 503, forbidden: a device key sent another device).",
         ("kind", "reason"),
+    ),
+    "requests_rejected": (
+        "HTTP requests refused by access control, by reason (unauthorized: 401, forbidden: 403, "
+        "rate_limited: 429).",
+        ("reason",),
     ),
     "rows_written": ("History rows inserted into Postgres by the drain (duplicates not counted).", ()),
     "duplicates_skipped": ("Rows the drain received that history already held (at-least-once redelivery).", ()),

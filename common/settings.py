@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 
 
@@ -45,6 +46,19 @@ def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ..
         if raw.lower() == choice.lower():
             return choice
     raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+
+
+# A rate limit as the `limits` library parses it: "120/minute", "10 per second", "1000/1 hour".
+RATE_LIMIT_PATTERN = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+
+
+def _rate(env: dict[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not RATE_LIMIT_PATTERN.match(raw):
+        raise SettingsError(f"{name} must be a rate such as 120/minute, got {raw!r}")
+    return raw
 
 
 def normalize_database_url(url: str) -> str:
@@ -96,6 +110,14 @@ class Settings:
     # A device's latest hash leaves Redis after this many days without a reading (reads then come
     # from Postgres *_latest), so new device ids cannot grow Redis without bound.
     latest_ttl_days: int = 30
+    # Access control (web/auth.py, web/rate_limit.py, docs/security.md).
+    device_key_rate_limit: str = "120/minute"
+    api_key_rate_limit: str = "6000/minute"
+    auth_failure_rate_limit: str = "30/minute"
+    auth_cache_seconds: int = 900
+    auth_cache_size: int = 100_000
+    auth_revocation_poll_ms: int = 1000
+    trusted_proxy_hops: int = 0
 
     def cursor_key(self) -> bytes:
         """Return the key that signs page cursors (the same in every process of a deployment)."""
@@ -137,4 +159,11 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("json", "text")),
             log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
             latest_ttl_days=_int(env, "LATEST_TTL_DAYS", d.latest_ttl_days, 1),
+            device_key_rate_limit=_rate(env, "DEVICE_KEY_RATE_LIMIT", d.device_key_rate_limit),
+            api_key_rate_limit=_rate(env, "API_KEY_RATE_LIMIT", d.api_key_rate_limit),
+            auth_failure_rate_limit=_rate(env, "AUTH_FAILURE_RATE_LIMIT", d.auth_failure_rate_limit),
+            auth_cache_seconds=_int(env, "AUTH_CACHE_SECONDS", d.auth_cache_seconds, 1),
+            auth_cache_size=_int(env, "AUTH_CACHE_SIZE", d.auth_cache_size, 1),
+            auth_revocation_poll_ms=_int(env, "AUTH_REVOCATION_POLL_MS", d.auth_revocation_poll_ms, 10),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", d.trusted_proxy_hops, 0),
         )

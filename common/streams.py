@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 STREAM_KEY = "telemetry:stream"
 CONSUMER_GROUP = "drain"
 DEAD_LETTER_STREAM_KEY = "telemetry:dead"
+# Bumped (INCR) on every key revocation; each web process polls it to drop its key cache (web/auth.py).
+API_KEYS_VERSION_KEY = "auth:keys:version"
 
 METER = "m"
 VEHICLE = "v"

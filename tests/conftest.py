@@ -80,6 +80,10 @@ def settings(servers):
         "DRAIN_BLOCK_MS": "100",
         "DRAIN_JOB_SECONDS": "5",
         "DEAD_LETTER_AFTER": "3",
+        # The whole session shares one admin key and one client address: tests of the limits
+        # themselves set their own (tests/test_rate_limits.py).
+        "API_KEY_RATE_LIMIT": "1000000/minute",
+        "AUTH_FAILURE_RATE_LIMIT": "1000000/minute",
     }
     s = Settings.from_env(env)
     release(s)  # creates the database, migrates, creates partitions
@@ -118,9 +122,84 @@ def app(settings, db, redis_client):
     return application
 
 
+@pytest.fixture(scope="session")
+def admin_token(settings) -> str:
+    """The token of an admin key in the session's database (for test clients and real processes)."""
+    return create_test_key(settings, scopes=["admin"], name="tests: admin")
+
+
+def create_test_key(settings, scopes=(), device=None, rate_limit=None, expires_at=None, name="tests") -> str:
+    """Create a key straight in the database and return its token.
+
+    ``device`` is ``"vehicle:ev-17"``, ``("vehicle", "ev-17")`` or ``{"kind": ..., "id": ...}``.
+    """
+    from web.keys import KeySpec, create_keys
+
+    if isinstance(device, str):
+        device = tuple(device.split(":", 1))
+    elif isinstance(device, dict):
+        device = (device["kind"], device["id"])
+    spec = KeySpec(name, tuple(scopes) or (("ingest", "read") if device else ()), device, rate_limit, expires_at)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        return create_keys(conn, [spec])[0]["token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Return the Authorization header of ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+class AuthActions:
+    """Make keys and their headers in tests (like the Flask tutorial's AuthActions)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def create_key(self, scopes=(), device=None, rate_limit=None, expires_at=None) -> str:
+        """Create a key and return its token."""
+        return create_test_key(self.settings, scopes, device, rate_limit, expires_at)
+
+    def headers(self, token: str) -> dict[str, str]:
+        """Return the Authorization header of ``token``."""
+        return bearer(token)
+
+    @staticmethod
+    def key_id(token: str) -> str:
+        """Return the id of the key a token belongs to."""
+        return token.split("_")[1]
+
+
 @pytest.fixture
-def client(app):
-    """A Flask test client on the real services."""
+def auth(settings) -> AuthActions:
+    """Create keys (``auth.create_key(scopes=[...], device=None, rate_limit=None)``) and headers."""
+    return AuthActions(settings)
+
+
+def keyed_client(app, token: str, cache_from=None):
+    """Return a test client of ``app`` that sends ``token`` by default.
+
+    ``cache_from`` (settings of a reachable database) puts the key in the app's key cache first,
+    for an app whose own Postgres is unreachable on purpose.
+    """
+    if cache_from is not None:
+        from web.auth import hash_token, load_principal
+
+        with psycopg.connect(cache_from.database_url, autocommit=True) as conn:
+            app.extensions["key_cache"].put(hash_token(token), load_principal(conn, token))
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return test_client
+
+
+@pytest.fixture
+def client(app, admin_token):
+    """A Flask test client on the real services, sending the admin key unless a test gives its own header."""
+    return keyed_client(app, admin_token)
+
+
+@pytest.fixture
+def anon_client(app):
+    """A Flask test client on the real services that sends no key."""
     return app.test_client()
 
 
@@ -143,9 +222,9 @@ def fake_app(settings):
 
 
 @pytest.fixture
-def fake_client(fake_app):
-    """A Flask test client on fakeredis."""
-    return fake_app.test_client()
+def fake_client(fake_app, admin_token):
+    """A Flask test client on fakeredis, sending the admin key unless a test gives its own header."""
+    return keyed_client(fake_app, admin_token)
 
 
 def iso(ts: datetime) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from common.metrics import StreamLoad
 from common.streams import CONSUMER_GROUP, STREAM_KEY
-from tests.conftest import meter, vehicle
+from tests.conftest import keyed_client, meter, vehicle
 from tests.reliability.servers import PrivateRedis
 from web.backpressure import BackpressureGate
 from workers.drain import StreamDrainer
@@ -25,8 +25,9 @@ def tight_app(settings, db, redis_client):
     return app
 
 
-def test_ingest_is_refused_past_the_backlog_and_recovers_once_drained(settings, tight_app, db, redis_client):
-    client = tight_app.test_client()
+def test_ingest_is_refused_past_the_backlog_and_recovers_once_drained(
+        settings, tight_app, db, redis_client, admin_token):
+    client = keyed_client(tight_app, admin_token, cache_from=settings)
     assert client.post("/v1/telemetry", json=[meter(f"m{i}") for i in range(6)]).status_code == 202
     length = redis_client.xlen(STREAM_KEY)
 
@@ -53,8 +54,8 @@ def test_ingest_is_refused_past_the_backlog_and_recovers_once_drained(settings, 
     assert redis_client.hget("latest:vehicle:v1", "soc") == "50.0"
 
 
-def test_pending_entries_count_in_the_backlog(settings, tight_app, redis_client):
-    client = tight_app.test_client()
+def test_pending_entries_count_in_the_backlog(settings, tight_app, redis_client, admin_token):
+    client = keyed_client(tight_app, admin_token, cache_from=settings)
     client.post("/v1/telemetry", json=[meter(f"m{i}") for i in range(6)])
     # A drain read them but has not committed: they are still owed to Postgres.
     reader = StreamDrainer(settings, redis_client, "reader")
@@ -105,7 +106,7 @@ def test_judgement(settings, load, reason):
     assert (overload.reason if overload else None) == reason
 
 
-def test_redis_near_maxmemory_refuses_ingest_until_memory_is_freed(settings, tmp_path):
+def test_redis_near_maxmemory_refuses_ingest_until_memory_is_freed(settings, tmp_path, admin_token):
     """A private Redis (its maxmemory is ours to change) close to full: 503, then 202 once it has room."""
     from web import create_app
 
@@ -114,7 +115,7 @@ def test_redis_near_maxmemory_refuses_ingest_until_memory_is_freed(settings, tmp
     try:
         admin = server.client()
         app = create_app(dataclasses.replace(settings, redis_url=server.url(0), backpressure_check_ms=0))
-        client = app.test_client()
+        client = keyed_client(app, admin_token, cache_from=settings)
         assert client.post("/v1/telemetry", json=meter("m1")).status_code == 202
         used = int(admin.info("memory")["used_memory"])
         admin.config_set("maxmemory", str(int(used / 0.95)))  # used is now 95% of the limit
@@ -132,10 +133,10 @@ def test_redis_near_maxmemory_refuses_ingest_until_memory_is_freed(settings, tmp
         server.stop()
 
 
-def test_refused_readings_are_counted_by_kind(settings, tight_app, redis_client):
+def test_refused_readings_are_counted_by_kind(settings, tight_app, redis_client, admin_token):
     from common import metrics
 
-    client = tight_app.test_client()
+    client = keyed_client(tight_app, admin_token, cache_from=settings)
     client.post("/v1/telemetry", json=[meter(f"m{i}") for i in range(6)])
     client.post("/v1/telemetry", json=[vehicle("v1"), vehicle("v2"), meter("m9"), {"x": 1}])
     tight_app.extensions["metrics_buffer"].flush()

@@ -9,14 +9,14 @@ import urllib.request
 import pytest
 
 from common.streams import CONSUMER_GROUP, STREAM_KEY
-from tests.conftest import meter, minutes_ago, vehicle
+from tests.conftest import bearer, meter, minutes_ago, vehicle
 from tests.processes import Process, free_port, port_answers, process_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def stack(settings, db, redis_client, tmp_path):
+def stack(settings, db, redis_client, tmp_path, admin_token):
     """Start web, worker and scheduler; yield a handle with the port and a way to add workers."""
     port = free_port()
     env = process_env(settings.database_url, settings.redis_url, port,
@@ -42,24 +42,25 @@ def stack(settings, db, redis_client, tmp_path):
         pass
 
     s = Stack()
-    s.port, s.procs, s.start = port, procs, start
+    s.port, s.procs, s.start, s.token = port, procs, start, admin_token
     yield s
     for group in procs.values():
         for p in group:
             p.stop()
 
 
-def post(port, body):
+def post(stack, body):
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/telemetry", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        f"http://127.0.0.1:{stack.port}/v1/telemetry", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **bearer(stack.token)}, method="POST",
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status, json.loads(response.read())
 
 
-def get(port, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+def get(stack, path):
+    request = urllib.request.Request(f"http://127.0.0.1:{stack.port}{path}", headers=bearer(stack.token))
+    with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, json.loads(response.read())
 
 
@@ -73,11 +74,11 @@ def test_a_thousand_mixed_readings_reach_postgres(stack, db, redis_client):
     batch = [meter(f"m{i}", kwh=i, ts=minutes_ago(1)) for i in range(500)]
     batch += [vehicle(f"v{i}", soc=i % 100, ts=minutes_ago(1)) for i in range(500)]
     started = time.monotonic()
-    status, body = post(stack.port, batch)
+    status, body = post(stack, batch)
     assert (status, body) == (202, {"accepted": 1000, "meters": 500, "vehicles": 500})
     wait_for(lambda: counts(db) == (500, 500), 60, message="1,000 rows in Postgres")
     print(f"1,000 mixed readings committed {time.monotonic() - started:.2f}s after the POST")
-    status, latest = get(stack.port, "/v1/vehicles/v7/latest")
+    status, latest = get(stack, "/v1/vehicles/v7/latest")
     assert status == 200
     assert latest == {"vehicleId": "v7", "soc": 7.0, "kwhDeliveredDc": 8.0, "batteryTemp": 30.0,
                       "timestamp": batch[507]["timestamp"]}
@@ -90,7 +91,7 @@ def test_killing_the_worker_mid_drain_loses_and_duplicates_nothing(stack, db, re
     for b in range(40):
         batch = [meter(f"m{b}-{i}", kwh=i, ts=minutes_ago(2)) for i in range(500)]
         batch += [vehicle(f"v{b}-{i}", ts=minutes_ago(2)) for i in range(500)]
-        assert post(stack.port, batch)[0] == 202
+        assert post(stack, batch)[0] == 202
         total += 1000
     # Kill the worker (and its work horse) as soon as it has written some but not all rows.
     wait_for(lambda: sum(counts(db)) > 0, 60, interval=0.01, message="the drain to start")

@@ -12,7 +12,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, STREAM_KEY
-from tests.conftest import meter, minutes_ago, vehicle
+from tests.conftest import keyed_client, meter, minutes_ago, vehicle
 from tests.processes import Process, free_port, process_env, wait_for
 from tests.reliability.servers import PrivateRedis
 
@@ -72,11 +72,11 @@ def counts(db) -> tuple[int, int]:
         "SELECT (SELECT count(*) FROM meter_readings), (SELECT count(*) FROM vehicle_readings)").fetchone()
 
 
-def test_with_redis_down_ingest_and_latest_answer_503_json(settings):
+def test_with_redis_down_ingest_and_latest_answer_503_json(settings, admin_token):
     from web import create_app
 
     app = create_app(dataclasses.replace(settings, redis_url=f"redis://{CLOSED}/0"))
-    client = app.test_client()
+    client = keyed_client(app, admin_token, cache_from=settings)
     for response in (client.post("/v1/telemetry", json=meter()), client.get("/v1/vehicles/v1/latest")):
         assert response.status_code == 503
         assert response.is_json
@@ -118,14 +118,14 @@ def test_postgres_down_ingest_goes_on_and_everything_lands_once_it_is_back(setti
 
 
 @pytest.mark.e2e
-def test_redis_down_worker_and_scheduler_wait_and_resume(settings, db, tmp_path):
+def test_redis_down_worker_and_scheduler_wait_and_resume(settings, db, tmp_path, admin_token):
     from web import create_app
 
     server = PrivateRedis(tmp_path / "redis")
     server.start()
     redis_url = server.url(0)
     app = create_app(dataclasses.replace(settings, redis_url=redis_url))
-    client = app.test_client()
+    client = keyed_client(app, admin_token, cache_from=settings)
     env = process_env(settings.database_url, redis_url, free_port(),
                       DRAIN_JOB_SECONDS="5", RECLAIM_IDLE_SECONDS="2", DRAIN_BLOCK_MS="200")
     worker, scheduler = Process("worker", env, tmp_path), Process("scheduler", env, tmp_path)

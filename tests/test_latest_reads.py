@@ -8,7 +8,7 @@ import redis
 
 from common.settings import Settings
 from common.streams import METER, VEHICLE, Reading, epoch_micros, latest_key
-from tests.conftest import iso, meter, minutes_ago, vehicle
+from tests.conftest import iso, keyed_client, meter, minutes_ago, vehicle
 from web import create_app
 from web import db as web_db
 
@@ -179,13 +179,13 @@ def test_a_thousand_vehicles_in_one_redis_round_trip(client, monkeypatch):
     assert body["missing"] == []
     assert body["vehicles"][999] == {"vehicleId": "vehicle-0999", "soc": 99.0, "kwhDeliveredDc": 8.0,
                                      "batteryTemp": 30.0, "timestamp": iso(ts)}
-    assert trips.count == 1
+    assert trips.count == 2  # the read, and the key's rate-limit counter (web/rate_limit.py)
     # The same 1,000 ids in a POST body (a URL that long passes no 8190-byte request-line limit).
     trips = RoundTrips(monkeypatch)
     posted = client.post("/v1/vehicles/latest", json={"ids": ids})
     assert posted.status_code == 200
     assert posted.get_json() == body
-    assert trips.count == 1
+    assert trips.count == 2
 
 
 @pytest.mark.parametrize(
@@ -237,8 +237,8 @@ def app_without_postgres(settings, redis_client):
     web_db.close_pools()
 
 
-def test_a_redis_hit_needs_no_postgres(app_without_postgres):
-    c = app_without_postgres.test_client()
+def test_a_redis_hit_needs_no_postgres(app_without_postgres, settings, admin_token):
+    c = keyed_client(app_without_postgres, admin_token, cache_from=settings)
     c.post("/v1/telemetry", json=vehicle("v1", soc=33.0))
     assert c.get("/v1/vehicles/v1/latest").get_json()["soc"] == 33.0
     assert c.get("/v1/vehicles/latest?ids=v1").get_json()["missing"] == []
@@ -258,16 +258,16 @@ def test_a_redis_hit_needs_no_postgres(app_without_postgres):
         ("delete", "/v1/mappings/v1", None),
     ],
 )
-def test_postgres_unreachable_is_503_json(app_without_postgres, method, path, body):
-    r = getattr(app_without_postgres.test_client(), method)(path, json=body)
+def test_postgres_unreachable_is_503_json(app_without_postgres, method, path, body, settings, admin_token):
+    r = getattr(keyed_client(app_without_postgres, admin_token, cache_from=settings), method)(path, json=body)
     assert r.status_code == 503
     assert r.get_json()["error"] == "database_unavailable"
     assert r.headers["Retry-After"]
 
 
-def test_a_pool_timeout_is_503_json(app):
+def test_a_pool_timeout_is_503_json(app, settings, admin_token):
     app.config.update(DB_POOL_MAX_SIZE=1, DB_POOL_MIN_SIZE=1, DB_POOL_TIMEOUT=0.2)
-    c = app.test_client()
+    c = keyed_client(app, admin_token, cache_from=settings)
     try:
         with web_db.get_pool(app).connection():  # the pool's only connection is busy
             r = c.get("/v1/mappings/v1")
@@ -294,9 +294,9 @@ def _kill_pooled_backends(app, db) -> int:
     return sum(db.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] for pid in pids)
 
 
-def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(app, db):
+def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(app, db, settings, admin_token):
     app.config.update(DB_POOL_MAX_SIZE=1, DB_POOL_MIN_SIZE=1, DB_POOL_CHECK_IDLE_SECONDS=0.0)
-    c = app.test_client()
+    c = keyed_client(app, admin_token, cache_from=settings)
     try:
         assert c.get("/v1/mappings/v1").status_code == 404
         assert _kill_pooled_backends(app, db) == 1  # as a Postgres restart would
@@ -305,9 +305,9 @@ def test_a_connection_killed_while_idle_is_replaced_before_a_request_uses_it(app
         web_db.close_pools()
 
 
-def test_a_connection_used_a_moment_ago_is_lent_without_a_round_trip(app, db):
+def test_a_connection_used_a_moment_ago_is_lent_without_a_round_trip(app, db, settings, admin_token):
     app.config.update(DB_POOL_MAX_SIZE=1, DB_POOL_MIN_SIZE=1, DB_POOL_CHECK_IDLE_SECONDS=60.0)
-    c = app.test_client()
+    c = keyed_client(app, admin_token, cache_from=settings)
     try:
         assert c.get("/v1/mappings/v1").status_code == 404
         assert _kill_pooled_backends(app, db) == 1

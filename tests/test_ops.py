@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.logging import JsonFormatter
 from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, STREAM_KEY
-from tests.conftest import meter, minutes_ago, vehicle
+from tests.conftest import keyed_client, meter, minutes_ago, vehicle
 from tests.processes import Process, free_port, port_answers, process_env, wait_for
 from workers.drain import StreamDrainer
 
@@ -36,7 +36,7 @@ def parse(text: str) -> dict[tuple[str, tuple], float]:
     return samples
 
 
-def test_healthz_answers_without_touching_any_server(settings):
+def test_healthz_answers_without_touching_any_server(settings, admin_token):
     from web import create_app
 
     app = create_app(dataclasses.replace(settings, redis_url=f"redis://{CLOSED}/0",
@@ -69,13 +69,13 @@ def test_readyz_is_ready_when_both_servers_answer(app):
 
 
 @pytest.mark.parametrize("down", ["redis", "postgres"])
-def test_readyz_names_the_server_that_is_down(settings, down):
+def test_readyz_names_the_server_that_is_down(settings, down, admin_token):
     from web import create_app
 
     broken = {"redis": {"redis_url": f"redis://{CLOSED}/0"},
               "postgres": {"database_url": f"postgresql://{CLOSED}/none"}}[down]
     app = create_app(dataclasses.replace(settings, **broken))
-    response = as_metrics_caller(app).get("/readyz")
+    response = keyed_client(app, admin_token, cache_from=settings).get("/readyz")
     body = response.get_json()
     assert response.status_code == 503
     assert body["status"] == "unavailable"
@@ -159,22 +159,22 @@ def test_oldest_pending_age_is_the_age_of_the_oldest_unacknowledged_entry(client
     assert 59 <= scrape(client)[("energy_stream_oldest_pending_age_seconds", ())] < 120
 
 
-def test_metrics_still_answer_when_postgres_is_down(settings, redis_client):
+def test_metrics_still_answer_when_postgres_is_down(settings, redis_client, admin_token):
     from web import create_app
 
     app = create_app(dataclasses.replace(settings, database_url=f"postgresql://{CLOSED}/none"))
-    m = scrape(app.test_client())
+    m = scrape(keyed_client(app, admin_token, cache_from=settings))
     assert m[("energy_up", (("server", "postgres"),))] == 0
     assert m[("energy_up", (("server", "redis"),))] == 1
     assert ("energy_stream_backlog", ()) in m
     assert not any(name == "energy_partitions_ahead" for name, _ in m)
 
 
-def test_metrics_still_answer_when_redis_is_down(settings, db):
+def test_metrics_still_answer_when_redis_is_down(settings, db, admin_token):
     from web import create_app
 
     app = create_app(dataclasses.replace(settings, redis_url=f"redis://{CLOSED}/0"))
-    m = scrape(app.test_client())
+    m = scrape(keyed_client(app, admin_token, cache_from=settings))
     assert m[("energy_up", (("server", "redis"),))] == 0
     assert m[("energy_up", (("server", "postgres"),))] == 1
 

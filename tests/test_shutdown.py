@@ -82,7 +82,7 @@ def worker_holds_connection(master_pid: int, client_port: int) -> bool:
     return False
 
 
-def test_gunicorn_finishes_an_in_flight_request_on_sigterm(settings, db, redis_client, tmp_path):
+def test_gunicorn_finishes_an_in_flight_request_on_sigterm(settings, db, redis_client, tmp_path, admin_token):
     port = free_port()
     env = process_env(settings.database_url, settings.redis_url, port)
     env["WEB_CONCURRENCY"] = "1"  # one worker, serving already: it is the one that takes the request
@@ -94,6 +94,7 @@ def test_gunicorn_finishes_an_in_flight_request_on_sigterm(settings, db, redis_c
         body = json.dumps([meter(f"m{i}") for i in range(100)]).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
             conn.sendall(b"POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Authorization: Bearer " + admin_token.encode() + b"\r\n"
                          b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
             conn.sendall(body[:100])
             # Wait until the worker has accepted the connection: the request is then in flight.

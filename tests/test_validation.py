@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from common.streams import STREAM_KEY
-from tests.conftest import iso, meter, minutes_ago, vehicle
+from tests.conftest import iso, keyed_client, meter, minutes_ago, vehicle
 
 
 def post(client, body):
@@ -226,12 +226,12 @@ class TestTransport:
         assert r.get_json()["error"] == "not_found"
 
 
-def test_redis_unreachable_is_503_json_not_500():
+def test_redis_unreachable_is_503_json_not_500(settings, admin_token):
     from common.settings import Settings
     from web import create_app
 
     app = create_app(Settings.from_env({"REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_SOCKET_TIMEOUT": "0.5"}))
-    r = app.test_client().post("/v1/telemetry", json=meter())
+    r = keyed_client(app, admin_token, cache_from=settings).post("/v1/telemetry", json=meter())
     assert r.status_code == 503
     assert r.get_json()["error"] == "redis_unavailable"
     assert r.headers["Retry-After"]

@@ -11,6 +11,19 @@ from web.json_provider import OrjsonProvider
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Create the API application; ``settings`` default to the environment."""
+    app = build_app_without_access_control(settings)
+    from web import auth, rate_limit
+
+    auth.init_app(app)  # after the request log (it times the check too), before the rate limits
+    rate_limit.init_app(app, auth.current_principal)
+    return app
+
+
+def build_app_without_access_control(settings: Settings | None = None) -> Flask:
+    """Build the app without its key check and rate limits: only create_app adds them.
+
+    Only the benchmark serves this (bench/unguarded_app.py), to measure what access control costs.
+    """
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(
@@ -35,9 +48,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(telemetry.bp)
     app.register_blueprint(latest.bp)
 
-    from web import analytics, conflicts, db, history, mappings, openapi
+    from web import analytics, conflicts, db, history, keys, mappings, openapi
 
     db.init_app(app)  # the Postgres pool opens lazily, per process, on first use
+    keys.init_app(app)  # /v1/keys and the `keys` CLI
     app.register_blueprint(mappings.bp)
     app.register_blueprint(analytics.bp)
     app.register_blueprint(history.bp)

@@ -13,22 +13,37 @@ from web.redis_direct import DirectRedis
 # ``timestamp`` and the values as the API names them, and ``json``, the whole API answer for that
 # device, rendered once at write time so that reads return it as it is (see _GET_MANY_LUA).
 #
-# One atomic round trip per ingest request. For each reading, in order: move the device's hash
-# forward only when the reading is strictly newer than what it holds (an older or equal one
-# leaves it alone), then append the reading to the stream. KEYS[1] is the stream, KEYS[i+1]
-# the hash of reading i; ARGV holds eight values per reading: kind, epoch micros, ISO timestamp,
-# three values (the third empty for a meter), the JSON answer and the COPY row; the last ARGV is
-# the hashes' time to live in seconds (LATEST_TTL_DAYS), refreshed by every reading of the device,
-# so a device that falls silent leaves Redis after that long (reads then come from Postgres).
-# Doing both in one script means an accepted reading is always in the stream: there is no state
-# where Redis took one half and not the other.
+# One atomic round trip per ingest request. First the caller's rate limit: KEYS[2] is its
+# fixed-window counter, ARGV[1] the limit (0: none) and ARGV[2] the window in seconds; the same
+# INCRBY-then-EXPIRE that Flask-Limiter's Redis storage runs on the same key (web/rate_limit.py),
+# so ingest and the other routes share one count per key without a second round trip. Over the
+# limit, the script writes nothing and returns minus the seconds until the window ends. Then,
+# for each reading, in order: move the device's hash forward only when the reading is strictly
+# newer than what it holds (an older or equal one leaves it alone), then append the reading to
+# the stream. KEYS[1] is the stream, KEYS[i+2] the hash of reading i; from ARGV[3], eight values
+# per reading: kind, epoch micros, ISO timestamp, three values (the third empty for a meter), the
+# JSON answer and the COPY row; the last ARGV is the hashes' time to live in seconds
+# (LATEST_TTL_DAYS), refreshed by every reading of the device, so a device that falls silent
+# leaves Redis after that long (reads then come from Postgres). Doing both in one script means an
+# accepted reading is always in the stream: there is no state where Redis took one half and not
+# the other.
 _INGEST_LUA = """
 local stream = KEYS[1]
-local n = #KEYS - 1
 local ttl = ARGV[#ARGV]
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local count = redis.call('INCRBY', KEYS[2], 1)
+  if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+  if count > limit then
+    local left = redis.call('TTL', KEYS[2])
+    if left < 1 then left = 1 end
+    return -left
+  end
+end
+local n = #KEYS - 2
 for i = 1, n do
-  local key = KEYS[i + 1]
-  local a = (i - 1) * 8
+  local key = KEYS[i + 2]
+  local a = (i - 1) * 8 + 2
   local kind = ARGV[a + 1]
   local ts = tonumber(ARGV[a + 2])
   local current = redis.call('HGET', key, '_ts')
@@ -130,10 +145,18 @@ class LatestStateStore:
         self._refill = client.register_script(_REFILL_LUA)
         self._get_many = client.register_script(_GET_MANY_LUA)
 
-    def append(self, readings: Sequence[Reading]) -> int:
-        """Store ``readings`` in one round trip; return how many the stream took."""
-        keys = [self.stream_key]
-        args: list[str] = []
+    def append(self, readings: Sequence[Reading], counter: tuple[str, int, int] | None = None) -> int:
+        """Store ``readings`` in one round trip; return how many the stream took.
+
+        ``counter`` is the caller's rate limit (counter key, limit, window seconds): over it, nothing
+        is stored and the answer is minus the seconds until the window ends.
+        """
+        if counter is None:
+            keys = [self.stream_key, self.stream_key]  # the second is unused with limit 0
+            args: list[str] = ["0", "0"]
+        else:
+            keys = [self.stream_key, counter[0]]
+            args = [str(counter[1]), str(counter[2])]
         for r in readings:
             # Hot path (every accepted reading): format the timestamp and values once. The row is
             # exactly Reading.copy_row().

@@ -25,6 +25,7 @@ from common import metrics
 from common.database import HISTORY_TABLES, load_sql
 from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, KIND_NAMES, STREAM_KEY
 from web import db
+from web.auth import requires_scope
 from web.backpressure import OverloadedError
 
 bp = Blueprint("ops", __name__)
@@ -133,6 +134,7 @@ def _may_see_detail() -> bool:
 
 
 @bp.get("/readyz")
+@requires_scope("metrics")
 def readyz():
     """Answer 200 when Redis and Postgres both answer, else 503; only the ``metrics`` scope sees which and why."""
     checks = current_app.extensions["readiness"].checks()
@@ -249,12 +251,15 @@ def _default_label_values(name: str) -> set[tuple[str, ...]]:
     kinds = tuple(KIND_NAMES.values())
     if name == "readings_accepted":
         return {(k,) for k in kinds}
+    if name == "requests_rejected":
+        return {(reason,) for reason in ("unauthorized", "forbidden", "rate_limited")}
     if name == "readings_rejected":
-        return {(k, reason) for k in (*kinds, "unknown") for reason in ("invalid", "overloaded")}
+        return {(k, reason) for k in (*kinds, "unknown") for reason in ("invalid", "overloaded", "forbidden")}
     return {()} if not metrics.COUNTERS[name][1] else set()
 
 
 @bp.get("/metrics")
+@requires_scope("metrics")
 def metrics_endpoint():
     """Expose every metric in the Prometheus text format."""
     buffer: metrics.CounterBuffer = current_app.extensions["metrics_buffer"]

@@ -46,6 +46,7 @@ def _finish(response: Response) -> Response:
                 "route": rule.rule if rule is not None else None,
                 "path": request.path,
                 "status": response.status_code,
+                "key_id": environ.get("energy.key_id"),  # set by web/auth.py; never the token
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3) if started else None,
                 "bytes_in": int(length) if length and length.isdigit() else None,
             },

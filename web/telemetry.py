@@ -12,7 +12,9 @@ from marshmallow import ValidationError, validate
 
 from common.streams import API_FIELDS, ID_FIELD, METER, VEHICLE, Reading
 from web import ops
+from web.auth import forbid_other_devices, requires_scope
 from web.errors import ApiError
+from web.rate_limit import too_many
 from web.schemas import MeterReadingSchema, VehicleReadingSchema
 
 bp = Blueprint("telemetry", __name__)
@@ -187,6 +189,7 @@ def _is_json_content_type() -> bool:
 
 
 @bp.post("/v1/telemetry")
+@requires_scope("ingest")
 def ingest():
     """Accept one reading or an array of readings (meters and vehicles may be mixed)."""
     if not _is_json_content_type():
@@ -208,7 +211,16 @@ def ingest():
     except ApiError:
         ops.count_rejected(body, "invalid")
         raise
-    current_app.extensions["latest_state"].append(readings)
+    refusal = forbid_other_devices(readings)  # a device key sends only its own device's readings
+    if refusal is not None:
+        ops.count_rejected(body, "forbidden")
+        return refusal
+    rate_limits = current_app.extensions.get("rate_limits")  # absent only in the benchmark's unguarded app
+    counter = rate_limits.ingest_counter() if rate_limits is not None else None
+    stored = current_app.extensions["latest_state"].append(readings, counter)
+    if stored < 0:
+        ops.count_rejected(body, "rate_limited")
+        return too_many(-stored)
     meters = sum(1 for r in readings if r.kind == METER)
     vehicles = len(readings) - meters
     ops.count_accepted(meters, vehicles)

@@ -1,0 +1,279 @@
+"""Authentication and scopes: the one check every request passes, with the set of public endpoints beside it.
+
+Every endpoint needs ``Authorization: Bearer <token>`` except PUBLIC_ENDPOINTS. A route's scope is
+the one it declares with ``requires_scope``, else the default rule: GET/HEAD under /v1 need
+``read``, anything else ``admin`` (``admin`` may do everything). A device key (bound to one
+device) may only send that device's readings and read that device's latest state.
+
+Keys are checked against an in-process cache (token hash -> principal), so a request of a known
+key costs no round trip. Revocation bumps a Redis version key that each process polls at most
+once per AUTH_REVOCATION_POLL_MS; a change empties the cache. Unknown tokens are never cached;
+failed authentications are rate-limited per client address (web/rate_limit.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg
+import redis
+from flask import Flask, current_app, request
+
+from common.database import load_sql
+from common.settings import Settings
+from common.streams import API_KEYS_VERSION_KEY, ID_FIELD, KIND_NAMES, METER, VEHICLE, Reading
+from web import db, rate_limit
+from web.errors import error_response
+
+# A token is ``eik_<id>_<secret>``: a prefix that secret scanners can match, the key's id (16 hex
+# digits: the lookup is by primary key, then the hash is compared in constant time) and 43
+# URL-safe characters of secret (256 random bits).
+TOKEN_PREFIX = "eik_"
+TOKEN_REGEX = re.compile(r"eik_([0-9a-f]{16})_[A-Za-z0-9_-]{43}\Z")
+# Reachable without a key: liveness and the API's documentation. Nothing else.
+PUBLIC_ENDPOINTS = frozenset({"ops.healthz", "openapi.openapi_json", "openapi.docs", "static"})
+# What a device key may reach: ingest (its own readings, checked by forbid_other_devices) and its
+# own latest state (the view argument that names the device).
+DEVICE_LATEST_ENDPOINTS = {"latest.vehicle_latest": (VEHICLE, "vehicle_id"),
+                           "latest.meter_latest": (METER, "meter_id")}
+DEVICE_INGEST_ENDPOINT = "telemetry.ingest"
+PRINCIPAL_KEY = "energy.principal"  # in the WSGI environ: cheaper than flask.g
+KEY_ID_KEY = "energy.key_id"  # what the request log names
+_DEVICE_KINDS = {name: kind for kind, name in KIND_NAMES.items()}
+_MISSING_MESSAGE = "This endpoint needs an API key: send Authorization: Bearer <token>."
+# One sentence for every other failure: it must not tell an unknown key from a revoked or expired one.
+_INVALID_MESSAGE = "The API key is not valid: it is unknown, revoked or expired, or the header is malformed."
+
+
+def hash_token(token: str) -> str:
+    """Return the stored form of a token (SHA-256, hex)."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """Return a fresh (key id, token)."""
+    key_id = secrets.token_hex(8)
+    return key_id, f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def requires_scope(scope: str) -> Callable:
+    """Declare the scope a view needs (instead of the default rule)."""
+
+    def mark(view):
+        view.required_scope = scope
+        return view
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a key's id, its scopes, its device binding and its rate limit."""
+
+    key_id: str
+    scopes: frozenset[str]
+    device: tuple[str, str] | None  # (kind: "m"/"v", device id)
+    rate_limit: str | None
+    expires_at: float | None  # Unix time
+    loaded_at: float  # monotonic time the cache took it
+
+
+class KeyCache:
+    """A bounded map of token hash -> principal, emptied when the revocation version in Redis changes."""
+
+    def __init__(self, client_getter: Callable[[], redis.Redis], settings: Settings):
+        self._client_getter = client_getter
+        self._ttl = settings.auth_cache_seconds
+        self._size = settings.auth_cache_size
+        self._poll_seconds = settings.auth_revocation_poll_ms / 1000
+        self._entries: dict[str, Principal] = {}
+        self._version: str | None = None
+        self._polled_at = -1e9
+        self._lock = threading.Lock()
+
+    def get(self, token_hash: str) -> Principal | None:
+        """Return the cached principal of a token, or None (then the caller loads it)."""
+        now = time.monotonic()
+        if now - self._polled_at >= self._poll_seconds:
+            self.poll(now)
+        principal = self._entries.get(token_hash)
+        if principal is None or now - principal.loaded_at > self._ttl:
+            return None
+        return principal
+
+    def poll(self, now: float | None = None) -> None:
+        """Read the revocation version (one GET); empty the cache if it moved."""
+        with self._lock:
+            self._polled_at = time.monotonic() if now is None else now
+            try:
+                version = self._client_getter().get(API_KEYS_VERSION_KEY)
+            except redis.RedisError:
+                return  # keep what we know; ingest answers 503 meanwhile anyway
+            if version != self._version:
+                self._version = version
+                self._entries.clear()
+
+    def put(self, token_hash: str, principal: Principal) -> None:
+        """Remember a valid key; the oldest entry goes when the cache is full."""
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.pop(next(iter(self._entries)), None)
+            self._entries[token_hash] = principal
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class AuthError(Exception):
+    """A refused request, answered by ``refusal``."""
+
+    def __init__(self, response):
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def count_refusal(reason: str) -> None:
+    """Count a refused request in the metrics (unauthorized, forbidden, rate_limited)."""
+    current_app.extensions["metrics_buffer"].add("requests_rejected", 1, reason)
+
+
+def _unauthorized(message: str = _INVALID_MESSAGE):
+    count_refusal("unauthorized")
+    return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(message: str, required_scope: str, **extra):
+    """Return the 403 answer naming the scope that was needed."""
+    count_refusal("forbidden")
+    return error_response(403, "forbidden", message, requiredScope=required_scope, **extra)
+
+
+def _failed(limiter: rate_limit.RateLimits):
+    """Count a failed authentication of this address; 429 once it has failed too often, else 401."""
+    retry_after = limiter.record_auth_failure()
+    return rate_limit.too_many(retry_after) if retry_after else _unauthorized()
+
+
+def load_principal(conn: psycopg.Connection, token: str) -> Principal | None:
+    """Look a token's key up in Postgres; None unless it is a key that is not revoked."""
+    match = TOKEN_REGEX.match(token)
+    if match is None:
+        return None
+    row = conn.execute(load_sql("keys/by_id"), {"id": match.group(1)}).fetchone()
+    if row is None:
+        return None
+    key_id, _name, stored_hash, scopes, device_kind, device_id, limit, expires_at, revoked_at = row
+    if not hmac.compare_digest(stored_hash, hash_token(token)) or revoked_at is not None:
+        return None
+    return Principal(
+        key_id=key_id, scopes=frozenset(scopes),
+        device=(_DEVICE_KINDS[device_kind], device_id) if device_kind else None,
+        rate_limit=limit, expires_at=expires_at.timestamp() if expires_at else None, loaded_at=time.monotonic(),
+    )
+
+
+def _load(token: str, token_hash: str) -> Principal | None:
+    """Load a token missing from the cache (one Postgres round trip) and cache it if it is valid."""
+    if TOKEN_REGEX.match(token) is None:
+        return None  # not even the format: no lookup
+    with db.connection() as conn:
+        principal = load_principal(conn, token)
+    if principal is not None:
+        current_app.extensions["key_cache"].put(token_hash, principal)
+    return principal
+
+
+def required_scope(endpoint: str, method: str, path: str) -> str:
+    """Return the scope a request needs: the view's declared one, else the default rule."""
+    view = current_app.view_functions.get(endpoint)
+    declared = getattr(view, "required_scope", None)
+    if declared:
+        return declared
+    return "read" if method in ("GET", "HEAD") and path.startswith("/v1/") else "admin"
+
+
+def _authorize(principal: Principal, endpoint: str | None):
+    """Return a 403 answer if the principal may not make this request, else None."""
+    if endpoint is None:  # no such route: the 404/405 is all it learns
+        return None
+    needed = required_scope(endpoint, request.method, request.path)
+    if principal.device is not None:
+        kind, device_id = principal.device
+        if endpoint == DEVICE_INGEST_ENDPOINT and "ingest" in principal.scopes:
+            return None  # which readings it may send: forbid_other_devices, after parsing
+        target = DEVICE_LATEST_ENDPOINTS.get(endpoint)
+        if target is not None and "read" in principal.scopes and target[0] == kind \
+                and (request.view_args or {}).get(target[1]) == device_id:
+            return None
+        return forbidden(f"A device key reaches only its own device ({KIND_NAMES[kind]} {device_id}).", needed)
+    if needed in principal.scopes or "admin" in principal.scopes:
+        return None
+    return forbidden(f"This key lacks the {needed!r} scope that this endpoint needs.", needed)
+
+
+def authenticate():
+    """The before-request check: answer 401/403/429 or let the request through with its principal."""
+    endpoint = request.endpoint
+    if endpoint in PUBLIC_ENDPOINTS:
+        return None
+    environ = request.environ
+    header = environ.get("HTTP_AUTHORIZATION")
+    if not header:
+        return _unauthorized(_MISSING_MESSAGE)
+    limiter: rate_limit.RateLimits = current_app.extensions["rate_limits"]
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return _failed(limiter)
+    token_hash = hash_token(token)
+    principal = current_app.extensions["key_cache"].get(token_hash)
+    if principal is None:
+        retry_after = limiter.auth_failures_retry_after()
+        if retry_after:  # this address failed too often: no lookup for it until the window ends
+            return rate_limit.too_many(retry_after)
+        principal = _load(token, token_hash)
+        if principal is None:
+            return _failed(limiter)
+    if principal.expires_at is not None and time.time() >= principal.expires_at:
+        return _failed(limiter)
+    environ[PRINCIPAL_KEY] = principal
+    environ[KEY_ID_KEY] = principal.key_id
+    return _authorize(principal, endpoint)
+
+
+def current_principal() -> Principal | None:
+    """Return the principal of this request (None on a public endpoint)."""
+    return request.environ.get(PRINCIPAL_KEY)
+
+
+def forbid_other_devices(readings: Iterable[Reading]):
+    """For a device key, return the 403 answer naming every reading of another device; else None."""
+    principal = request.environ.get(PRINCIPAL_KEY)
+    if principal is None or principal.device is None:
+        return None
+    own = principal.device
+    offending = [
+        {"index": i, ID_FIELD[r.kind]: r.device_id}
+        for i, r in enumerate(readings) if (r.kind, r.device_id) != own
+    ]
+    if not offending:
+        return None
+    return forbidden(
+        f"{len(offending)} reading(s) are of another device than this key's "
+        f"{KIND_NAMES[own[0]]} {own[1]}; nothing was accepted.",
+        "ingest", items=offending,
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Check every request of ``app`` (register after the request log, before the rate limits)."""
+    settings: Settings = app.config["SETTINGS"]
+    app.extensions["key_cache"] = KeyCache(lambda: app.extensions["redis"], settings)
+    app.before_request(authenticate)

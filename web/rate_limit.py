@@ -1,0 +1,123 @@
+"""Rate limits shared by every web process (Flask-Limiter, counters in Redis), and the client address.
+
+Each key has its own limit (its ``rateLimit``, else DEVICE_KEY_RATE_LIMIT for a device key or
+API_KEY_RATE_LIMIT for any other), counted across every route, process and dyno. Failed
+authentications are counted per client address (AUTH_FAILURE_RATE_LIMIT): past it, the address
+gets 429 without a key lookup until the window ends. The client address is the socket's peer,
+or, with TRUSTED_PROXY_HOPS = n > 0, what the n-th proxy from us wrote in X-Forwarded-For
+(werkzeug's ProxyFix); a client cannot pick its own address by sending the header.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import limits
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from common.settings import Settings
+from web.errors import error_response
+
+_FAILURE_NAMESPACE = "auth-failures"
+_KEY_PREFIX = "ratelimit"
+INGEST_ENDPOINT = "telemetry.ingest"
+_COUNTER_CACHE_SIZE = 100_000
+
+
+def too_many(retry_after: int):
+    """Return the 429 answer: JSON ``retryAfter`` and the ``Retry-After`` header, in seconds."""
+    current_app.extensions["metrics_buffer"].add("requests_rejected", 1, "rate_limited")
+    response = error_response(429, "rate_limited", f"Too many requests; retry after {retry_after} s.",
+                              headers={"Retry-After": str(retry_after)}, retryAfter=retry_after)
+    return response
+
+
+def _seconds_until(reset_at: float) -> int:
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+class RateLimits:
+    """The app's Flask-Limiter plus the per-address count of failed authentications."""
+
+    def __init__(self, app: Flask, principal_of: Callable[[], object | None]):
+        settings: Settings = app.config["SETTINGS"]
+        self._principal_of = principal_of
+        self._device_default = settings.device_key_rate_limit
+        self._key_default = settings.api_key_rate_limit
+        self._failure_limit = limits.parse(settings.auth_failure_rate_limit)
+        self.limiter = Limiter(
+            key_func=self._key,
+            app=app,
+            application_limits=[self._limit],
+            storage_uri=settings.redis_url,
+            strategy="fixed-window",  # one INCR per request
+            headers_enabled=False,
+            key_prefix=_KEY_PREFIX,
+        )
+        # Ingest counts in its own Redis call (ingest_counter): no second round trip on the hot path.
+        self.limiter.request_filter(lambda: self._principal_of() is None or request.endpoint == INGEST_ENDPOINT)
+        self._counters: dict[tuple[str, str], tuple[str, int, int]] = {}
+
+    def _key(self) -> str:
+        return self._principal_of().key_id
+
+    def _limit(self) -> str:
+        principal = self._principal_of()
+        if principal.rate_limit:
+            return principal.rate_limit
+        return self._device_default if principal.device is not None else self._key_default
+
+    def ingest_counter(self) -> tuple[str, int, int]:
+        """Return (counter key, limit, window seconds) of this request's key, for the ingest script.
+
+        The key is the one Flask-Limiter's application limit uses (prefix, key id, scope "global"),
+        so ingest and every other route of a key share one count.
+        """
+        principal = self._principal_of()
+        limit = self._limit()
+        cached = self._counters.get((principal.key_id, limit))
+        if cached is None:
+            item = limits.parse(limit)
+            key = self.limiter.storage.prefixed_key(item.key_for(_KEY_PREFIX, principal.key_id, "global"))
+            cached = (key, item.amount, item.get_expiry())
+            if len(self._counters) >= _COUNTER_CACHE_SIZE:
+                self._counters.clear()
+            self._counters[(principal.key_id, limit)] = cached
+        return cached
+
+    def retry_after(self) -> int:
+        """Seconds until this request's breached limit resets."""
+        current = self.limiter.current_limit
+        return _seconds_until(current.reset_at) if current is not None else 1
+
+    def auth_failures_retry_after(self) -> int:
+        """Seconds this address must wait because it failed too often; 0 if it may try."""
+        strategy = self.limiter.limiter
+        if strategy.test(self._failure_limit, _FAILURE_NAMESPACE, request.remote_addr or ""):
+            return 0
+        reset_at, _ = strategy.get_window_stats(self._failure_limit, _FAILURE_NAMESPACE, request.remote_addr or "")
+        return _seconds_until(reset_at)
+
+    def record_auth_failure(self) -> int:
+        """Count one failed authentication of this address; return the seconds to wait if it is over, else 0."""
+        if self.limiter.limiter.hit(self._failure_limit, _FAILURE_NAMESPACE, request.remote_addr or ""):
+            return 0
+        return self.auth_failures_retry_after()
+
+
+def init_app(app: Flask, principal_of: Callable[[], object | None]) -> None:
+    """Limit every authenticated request of ``app`` (register after web.auth); trust TRUSTED_PROXY_HOPS proxies."""
+    settings: Settings = app.config["SETTINGS"]
+    hops = settings.trusted_proxy_hops
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
+    rate_limits = app.extensions["rate_limits"] = RateLimits(app, principal_of)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(_exc: RateLimitExceeded):
+        return too_many(rate_limits.retry_after())
