@@ -49,7 +49,7 @@ def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ..
 
 
 # A rate limit as the `limits` library parses it: "120/minute", "10 per second", "1000/1 hour".
-RATE_LIMIT_PATTERN = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+RATE_LIMIT_PATTERN = re.compile(r"^\s*[1-9]\d*\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?\s*$", re.IGNORECASE)
 
 
 def _rate(env: dict[str, str], name: str, default: str) -> str:

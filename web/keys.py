@@ -131,11 +131,21 @@ class KeySpec:
     expires_at: datetime | None = None
 
 
+def _json_messages(messages):
+    """Marshmallow names a list item's errors by an int index; JSON keys are strings."""
+    if isinstance(messages, dict):
+        return {str(k): _json_messages(v) for k, v in messages.items()}
+    return messages
+
+
 def validate_spec(item) -> KeySpec:
     """Return the spec of one request item; raise ``ValidationError`` naming the bad fields."""
     if not isinstance(item, dict):
         raise ValidationError({"_item": ["A key must be a JSON object."]})
-    d = _key_request.load(item)
+    try:
+        d = _key_request.load(item)
+    except ValidationError as exc:
+        raise ValidationError(_json_messages(exc.messages)) from None
     device = (d["device"]["kind"], d["device"]["id"]) if d["device"] else None
     scopes = tuple(dict.fromkeys(d["scopes"]))
     if device is not None:

@@ -11,6 +11,8 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import INCLUDE, Schema, fields
 
 from web.analytics import PerformanceQuerySchema, PerformanceSchema
+from web.auth import PUBLIC_ENDPOINTS
+from web.keys import MAX_KEYS_PER_REQUEST, CreatedKeySchema, KeyPageQuerySchema, KeyPageSchema, KeyRequestSchema
 from web.conflicts import ConflictsQuerySchema, ConflictsSchema
 from web.history import HistoryQuerySchema, MeterHistorySchema, VehicleHistorySchema
 from web.latest import (
@@ -89,14 +91,24 @@ def _error(description: str) -> dict:
 
 
 _DEVICE_ID_SCHEMA = {"type": "string", "pattern": DEVICE_ID_PATTERN, "minLength": 1, "maxLength": 64}
-# Every path parameter of the API is a device id.
+# The path parameters of the API: device ids and key ids.
 PATH_PARAMETER_SCHEMAS = {"vehicleId": {**_DEVICE_ID_SCHEMA, "example": "vehicle-1"},
-                          "meterId": {**_DEVICE_ID_SCHEMA, "example": "meter-1"}}
+                          "meterId": {**_DEVICE_ID_SCHEMA, "example": "meter-1"},
+                          "keyId": {"type": "string", "pattern": "^[0-9a-f]{16}$", "example": "0123456789abcdef"}}
 
 _BAD_ID = _error("The id or a parameter is invalid; `parameter` names it")
 _UNAVAILABLE = _error("Redis or Postgres is unreachable; retry after the Retry-After header's seconds")
 _NOT_FOUND = _error("Not found")
 _READING_ONE_OF = {"oneOf": [MeterReadingSchema, VehicleReadingSchema]}
+SECURITY_SCHEME = "bearerAuth"
+# The answers of access control (web/auth.py, web/rate_limit.py), on every operation that needs a key.
+ACCESS_RESPONSES = {
+    "401": {**_error("No key, a malformed header, or an unknown, revoked or expired key"),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}},
+    "403": _error("The key lacks the scope (`requiredScope`), or a device key reached another device"),
+    "429": {**_error("Over the key's rate limit, or too many failed authentications from this address"),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}},
+}
 
 _HISTORY_DESCRIPTION = (
     "The window is (from, to]. Raw: oldest first, `limit` per page, `next` is the cursor of the following page "
@@ -244,6 +256,36 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "responses": {"200": _json(MetersLatestSchema, "Readings in the order asked; unknown ids in `missing`"),
                       "400": _BAD_ID, "503": _UNAVAILABLE},
     }, "post": _multi_read_post("meters", MetersLatestSchema)},
+    "keys.post_keys": {"post": {
+        "tags": ["keys"],
+        "summary": f"Create an API key, or up to {MAX_KEYS_PER_REQUEST} in one array (all or nothing); admin only",
+        "description": "The answer holds each key's `token`, shown this once only (docs/security.md).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+            KeyRequestSchema,
+            {"type": "array", "minItems": 1, "maxItems": MAX_KEYS_PER_REQUEST, "items": KeyRequestSchema},
+        ]}}}},
+        "responses": {
+            "201": {"description": "Created; an array answers an array in the same order", "content": {
+                "application/json": {"schema": {"oneOf": [CreatedKeySchema,
+                                                          {"type": "array", "items": CreatedKeySchema}]}}}},
+            "400": _error("Invalid JSON or key fields; nothing was created. `fields` or `items` say what is wrong"),
+            "415": _error("Not application/json"),
+            "503": _UNAVAILABLE,
+        },
+    }},
+    "keys.get_keys": {"get": {
+        "tags": ["keys"],
+        "summary": "List API keys without their secrets, one page at a time; admin only",
+        "parameters": [{"in": "query", "schema": KeyPageQuerySchema}],
+        "responses": {"200": _json(KeyPageSchema, "One page; `next` is the `after` of the next page"),
+                      "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "keys.delete_key": {"delete": {
+        "tags": ["keys"],
+        "summary": "Revoke an API key: every web process refuses it within 5 seconds; admin only",
+        "responses": {"204": {"description": "Revoked (or was already)"}, "404": _NOT_FOUND,
+                      "503": _UNAVAILABLE},
+    }},
     "ops.healthz": {"get": {
         "tags": ["operations"],
         "summary": "Liveness: the process answers (touches no server)",
@@ -296,6 +338,10 @@ def build_spec(app: Flask) -> dict:
         info={"description": "Telemetry ingestion for EV fleets: grid meters and vehicles, one reading a minute."},
     )
     spec.components.schema("Error", schema=ErrorResponseSchema)
+    spec.components.security_scheme(SECURITY_SCHEME, {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key: `Authorization: Bearer eik_...` (docs/security.md)",
+    })
     paths: dict[str, dict] = {}
     for rule in app.url_map.iter_rules():
         if rule.endpoint in UNDOCUMENTED_ENDPOINTS:
@@ -308,6 +354,11 @@ def build_spec(app: Flask) -> dict:
             operation = copy.deepcopy(documented.get(method)) or _undocumented_operation(
                 app.view_functions[rule.endpoint])
             operation.setdefault("operationId", f"{rule.endpoint}.{method}")
+            if rule.endpoint in PUBLIC_ENDPOINTS:
+                operation["security"] = []
+            else:
+                for status, response in ACCESS_RESPONSES.items():
+                    operation["responses"].setdefault(status, copy.deepcopy(response))
             operations[method] = operation
     for path in sorted(paths):
         parameters = [
@@ -316,7 +367,9 @@ def build_spec(app: Flask) -> dict:
             for name in re.findall(r"{([^}]+)}", path)
         ]
         spec.path(path=path, operations=paths[path], parameters=parameters or None)
-    return spec.to_dict()
+    document = spec.to_dict()
+    document["security"] = [{SECURITY_SCHEME: []}]  # every operation needs a key unless it says otherwise
+    return document
 
 
 def init_app(app: Flask) -> None:
