@@ -255,6 +255,9 @@ def delete_key(key_id: str):
         found = revoke_key(conn, current_app.extensions["redis"], key_id)
     if not found:
         raise ApiError(404, "not_found", "No such key.")
+    cache = current_app.extensions.get("key_cache")
+    if cache is not None:
+        cache.poll()  # this process drops the key at once, the others within a poll
     return "", 204
 
 
