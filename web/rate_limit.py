@@ -93,7 +93,7 @@ class RateLimits:
     def retry_after(self) -> int:
         """Seconds until this request's breached limit resets."""
         current = self.limiter.current_limit
-        return _seconds_until(current.reset_at) if current is not None else 1
+        return _seconds_until(current.window[0]) if current is not None else 1
 
     def auth_failures_retry_after(self) -> int:
         """Seconds this address must wait because it failed too often; 0 if it may try."""
