@@ -18,7 +18,9 @@ install: $(STAMP)
 migrate: install
 	$(BIN)/flask --app web migrate
 
+# Before the processes start: an admin key in .data/admin.key (0600, git-ignored) if none exists yet.
 run: migrate
+	$(BIN)/flask --app web keys bootstrap-admin --file .data/admin.key
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --port $${PORT:-8000} web worker scheduler
 
 lint: install

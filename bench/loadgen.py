@@ -11,6 +11,10 @@ second, the result (one JSON object) to stdout. Two modes:
 Workloads: ``ingest`` (``batch`` readings of the fleet per request, unique timestamps from
 ``base_ts``), ``ingest_now`` (one reading per request, each device in turn, stamped with the current
 time: the steady load of a live fleet) and ``get`` (a random path from ``paths``).
+
+Every request sends ``token`` as ``Authorization: Bearer``; with ``device_tokens_file`` (a JSON
+object: device id -> token), a single-reading request sends its device's own key instead, as a
+device would.
 """
 
 from __future__ import annotations
@@ -29,8 +33,6 @@ import orjson
 import uvloop
 
 from bench import fleet
-
-_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -55,7 +57,12 @@ class Stats:
 class Workload:
     """Build the requests of a run: method, path, body and how many readings the body holds."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, token: str | None = None, device_tokens: dict[str, str] | None = None):
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.device_headers = {device: {**self.headers, "Authorization": f"Bearer {t}"}
+                               for device, t in (device_tokens or {}).items()}
         self.kind = spec["kind"]
         self.batch = int(spec.get("batch", 1))
         self.devices = int(spec.get("devices", 10_000))
@@ -70,16 +77,16 @@ class Workload:
             self.ready = [self._build() for _ in range(int(spec["pregenerate"]))]
             self.ready.reverse()
 
-    def next_request(self) -> tuple[str, str, bytes | None, int]:
-        """Return (method, path, body, readings in the body) for the next request."""
+    def next_request(self) -> tuple[str, str, bytes | None, int, dict]:
+        """Return (method, path, body, readings in the body, headers) for the next request."""
         return self.ready.pop() if self.ready else self._build()
 
-    def _build(self) -> tuple[str, str, bytes | None, int]:
+    def _build(self) -> tuple[str, str, bytes | None, int, dict]:
         if self.kind == "get":
-            return "GET", self.rng.choice(self.paths), None, 0
+            return "GET", self.rng.choice(self.paths), None, 0, self.headers
         if self.kind == "post":  # reads whose arguments are a JSON body: [path, body] pairs
             path, body = self.rng.choice(self.posts)
-            return "POST", path, body.encode(), 0
+            return "POST", path, body.encode(), 0, self.headers
         start, self.next_seq = self.next_seq, self.next_seq + self.batch
         if self.kind == "ingest_now":
             now = time.time()
@@ -92,17 +99,20 @@ class Workload:
         else:
             items = [fleet.reading(n, self.devices, self.base_ts) for n in range(start, start + self.batch)]
         body = orjson.dumps(items[0] if self.batch == 1 else items)
-        return "POST", "/v1/telemetry", body, self.batch
+        headers = self.headers
+        if self.batch == 1 and self.device_headers:
+            item = items[0]
+            headers = self.device_headers.get(item.get("meterId") or item.get("vehicleId"), headers)
+        return "POST", "/v1/telemetry", body, self.batch, headers
 
 
 async def _one(session: aiohttp.ClientSession, url: str, workload: Workload, stats: Stats,
                scheduled: float | None = None) -> None:
-    method, path, body, readings = workload.next_request()
+    method, path, body, readings, headers = workload.next_request()
     started = time.perf_counter() if scheduled is None else scheduled
     stats.sent += 1
     try:
-        async with session.request(method, url + path, data=body,
-                                   headers=_JSON_HEADERS if body is not None else None) as resp:
+        async with session.request(method, url + path, data=body, headers=headers) as resp:
             payload = await resp.read()
             status = resp.status
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -203,7 +213,11 @@ def summarize(stats: Stats, ended: float) -> dict:
 async def run(spec: dict) -> dict:
     """Run the spec and return its summary."""
     url = spec["url"].rstrip("/")
-    workload = Workload(spec["workload"])
+    device_tokens = None
+    if spec.get("device_tokens_file"):
+        with open(spec["device_tokens_file"], "rb") as f:
+            device_tokens = orjson.loads(f.read())
+    workload = Workload(spec["workload"], spec.get("token"), device_tokens)
     limit = int(spec.get("connections", spec.get("concurrency", 64)))
     connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=float(spec.get("timeout", 30)))

@@ -62,6 +62,13 @@ def table_rows(results: dict) -> list[dict]:
         add(figure, _num(fig["value"], fig["unit"]), _num(floor, floor_unit), ratio, target, met, fig.get("note", ""))
 
     vs_floor("single_ingest", "Single-reading ingest, saturation", bare_floor, "req/s", 0.8)
+    vs_floor("single_ingest_unguarded", "Single-reading ingest without access control (bench only)", bare_floor,
+             "req/s", None)
+    if not unavailable("access_control_cost", "Cost of device keys + rate limits on single ingest", "<= 10%"):
+        fig = f["access_control_cost"]
+        cost = fig["value"]
+        add("Cost of device keys + rate limits on single ingest", "n/a" if cost is None else f"{cost:.1%}",
+            target="<= 10%", met=None if cost is None else cost <= 0.10, note=fig.get("note", ""))
     if not unavailable("single_latency", "Single-reading ingest at a fixed 500 req/s, p50 / p99"):
         fig = f["single_latency"]
         add("Single-reading ingest at a fixed 500 req/s, p50 / p99", _pair(fig, "p50", "p99"),

@@ -116,6 +116,11 @@ class Bench:
         self.bare_port = free_port()
         self.history_end: datetime | None = None  # the end of the analytics day (phase_analytics)
         self.bare = None  # the bare app's gunicorn, from phase_bare_floor to the end of phase_single_ingest
+        # The engine without access control (bench/unguarded_app.py): its turns alternate with the engine's.
+        self.unguarded_port = free_port()
+        self.unguarded = None
+        self.admin_token: str | None = None  # made by make_keys; every load sends a key
+        self.device_tokens_file = self.run_dir / "device-tokens.json"
         self.env = self._env()
         self.settings = Settings.from_env(self.env)
         self.processes = ProcessSet(self.env, self.run_dir / "logs")
@@ -158,6 +163,24 @@ class Bench:
         log(f"== database {self.args.database} created and migrated in {time.perf_counter() - started:.1f}s "
             f"({result['partitions_created']} partitions); Redis {self.redis_url} flushed")
 
+    def make_keys(self) -> None:
+        """Create an admin key (no limit the bench comes near) and a device key for every meter and vehicle."""
+        from web.keys import KeySpec, create_keys
+
+        started = time.perf_counter()
+        devices = [("meter", fleet.meter_id(i)) for i in range(self.size.devices)]
+        devices += [("vehicle", fleet.vehicle_id(i)) for i in range(self.size.devices)]
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            self.admin_token = create_keys(conn, [KeySpec("bench admin", ("admin",),
+                                                          rate_limit="1000000000/minute")])[0]["token"]
+            # Device keys keep the default limit of their kind (DEVICE_KEY_RATE_LIMIT): a turn sends
+            # each device a few readings a minute, as a live fleet would send one.
+            created = create_keys(conn, [KeySpec(f"bench {kind} {device}", ("ingest", "read"), (kind, device))
+                                         for kind, device in devices])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device_tokens_file.write_text(json.dumps({k["device"]["id"]: k["token"] for k in created}))
+        log(f"== {len(created):,} device keys and an admin key created in {time.perf_counter() - started:.1f}s")
+
     def start_engine(self) -> None:
         """Start web, workers and scheduler from the Procfile and wait until they work."""
         commands = procfile_commands()
@@ -193,7 +216,7 @@ class Bench:
 
     def loadgen(self, label: str, spec: dict, port: int | None = None) -> dict:
         """Run the load generator in its own process and return its summary (with its CPU time)."""
-        spec = {"url": f"http://127.0.0.1:{port or self.port}", "label": label, **spec}
+        spec = {"url": f"http://127.0.0.1:{port or self.port}", "label": label, "token": self.admin_token, **spec}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_before = psutil.cpu_times()
         roles_before = {**self.processes.cpu_seconds(), **server_cpu_seconds()}
@@ -210,7 +233,7 @@ class Bench:
         cpu["loadgen"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
         result["cpu_s"] = cpu
         result["machine_cpu_busy_pct"] = _busy_pct(cpu_before, psutil.cpu_times())
-        web = cpu.get("bare" if port == self.bare_port else "web")
+        web = cpu.get({self.bare_port: "bare", self.unguarded_port: "unguarded"}.get(port, "web"))
         if web is not None and result["requests"]:
             result["web_cpu_us_per_request"] = round(web / result["requests"] * 1e6, 1)
         self.check_alive()
@@ -280,8 +303,12 @@ class Bench:
         self.processes.env = {**self.env, "PORT": str(self.bare_port)}
         # It keeps running: its saturation turns alternate with the engine's (phase_single_ingest).
         self.bare = self.processes.start("bare", 'gunicorn --config gunicorn.conf.py "bench.bare_app:app"')
+        self.processes.env = {**self.env, "PORT": str(self.unguarded_port)}
+        self.unguarded = self.processes.start("unguarded",
+                                              'gunicorn --config gunicorn.conf.py "bench.unguarded_app:app"')
         self.processes.env = {**self.env, "PORT": env_port}
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.bare_port}/healthz"), 60, "the bare app")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.unguarded_port}/healthz"), 60, "the unguarded app")
         # The latency floor of any read: one client, a GET that touches nothing.
         read = self.loadgen("bare read floor", {
             "mode": "closed", "concurrency": 1, "duration": 600, "requests": self.size.latest_requests,
@@ -298,15 +325,16 @@ class Bench:
         # gets the longer warm-up.
         warmup = size.warmup_s if turn == 0 else size.round_warmup_s
         return {"mode": "closed", "concurrency": size.concurrency, "duration": warmup + size.saturation_s,
-                "warmup": warmup,
+                "warmup": warmup, "device_tokens_file": str(self.device_tokens_file),
                 "workload": {"kind": "ingest", "batch": 1, "devices": size.devices, "base_ts": base}}
 
     def phase_single_ingest(self) -> None:
         """Single-reading ingest: saturation req/s in turns with the bare floor, then p50/p99 at 500 req/s."""
         size = self.size
         rounds = size.saturation_rounds
-        log(f"== single-reading ingest at saturation: {rounds} turns each, bare floor then engine")
-        bare_runs, engine_runs = [], []
+        log(f"== single-reading ingest at saturation: {rounds} turns each: bare floor, engine (device keys, "
+            f"rate limits), engine without access control")
+        bare_runs, engine_runs, unguarded_runs = [], [], []
         for i in range(rounds):
             # Each turn writes its own readings: a fresh hour of the fleet on the phase's day.
             bare_runs.append(self.loadgen(f"bare floor {i + 1}/{rounds}",
@@ -315,8 +343,22 @@ class Bench:
             engine_runs.append(self.loadgen(f"single ingest {i + 1}/{rounds}",
                                             self.saturation_spec(self.day_base(34) + i * 3600, i)))
             self.wait_drained("single ingest drain", 600)
+            # The same load and keys (sent, not checked) on the same Redis and drain, without access control.
+            unguarded_runs.append(self.loadgen(f"single ingest, no access control {i + 1}/{rounds}",
+                                               self.saturation_spec(self.day_base(34) + (i + rounds) * 3600, i),
+                                               port=self.unguarded_port))
+            self.wait_drained("single ingest drain", 600)
         self.processes.stop(self.bare)
-        bare, engine = _turns(bare_runs), _turns(engine_runs)
+        self.processes.stop(self.unguarded)
+        bare, engine, unguarded = _turns(bare_runs), _turns(engine_runs), _turns(unguarded_runs)
+        self.results["phases"]["single_saturation_unguarded"] = unguarded
+        costs = [1 - e / u for e, u in zip(engine["turns_ok_per_s"], unguarded["turns_ok_per_s"], strict=True) if u]
+        self.figure("single_ingest_unguarded", value=unguarded["ok_per_s"], unit="req/s",
+                    note="; ".join(filter(None, [f"median of {rounds} turns: {unguarded['turns_ok_per_s']}",
+                                                 _failures(unguarded)])))
+        self.figure("access_control_cost", value=round(statistics.median(costs), 3) if costs else None, unit="share",
+                    note=f"1 - engine / engine without access control, per turn: "
+                         f"{', '.join(f'{c:.1%}' for c in costs)}; median")
         self.results["phases"]["bare_floor"] = bare
         self.results["phases"]["single_saturation"] = engine
         turns_note = f"median of {rounds} turns: {bare['turns_ok_per_s']}"
@@ -332,7 +374,7 @@ class Bench:
         log(f"== single-reading ingest at a fixed {size.fixed_rate:g} req/s")
         result = self.loadgen("fixed rate", {
             "mode": "rate", "rate": size.fixed_rate, "duration": size.fixed_rate_s, "warmup": size.warmup_s,
-            "connections": 256,
+            "connections": 256, "device_tokens_file": str(self.device_tokens_file),
             "workload": {"kind": "ingest", "batch": 1, "devices": size.devices, "base_ts": self.day_base(33)},
         })
         self.results["phases"]["single_fixed_rate"] = result
@@ -376,6 +418,7 @@ class Bench:
         self.rss.begin_mark("steady")
         result = self.loadgen("steady load", {
             "mode": "rate", "rate": rate, "duration": size.steady_s, "connections": 64,
+            "device_tokens_file": str(self.device_tokens_file),
             "workload": {"kind": "ingest_now", "batch": 1, "devices": size.devices},
         })
         self.wait_drained("steady drain", 600)
@@ -477,13 +520,13 @@ class Bench:
         rng = random.Random(3)
         sample = rng.sample(range(size.history_devices), min(size.analytics_vehicles, size.history_devices))
         for i in sample:
-            status, body = _http("POST", f"http://127.0.0.1:{self.port}/v1/mappings",
+            status, body = _http("POST", f"http://127.0.0.1:{self.port}/v1/mappings", self.admin_token,
                                  {"vehicleId": fleet.vehicle_id(i), "meterId": fleet.meter_id(i)})
             if status not in (200, 201):
                 self.figure("analytics", unit="ms", unavailable=f"POST /v1/mappings answered {status}: {body[:200]}")
                 return
         paths = [f"/v1/analytics/performance/{fleet.vehicle_id(i)}?hours=24" for i in sample]
-        status, body = _http("GET", f"http://127.0.0.1:{self.port}{paths[0]}")
+        status, body = _http("GET", f"http://127.0.0.1:{self.port}{paths[0]}", self.admin_token)
         self.results["phases"]["analytics_example"] = {"status": status, "body": _json_or_text(body)}
         if status != 200:
             self.figure("analytics", unit="ms", unavailable=f"GET {paths[0]} answered {status}: {body[:200]}")
@@ -522,7 +565,8 @@ class Bench:
         ids = min(size.multi_ids, len(known))
         # 1,000 ids do not fit gunicorn's 8190-byte request line: the multi-read takes them in a POST body.
         posts = [["/v1/vehicles/latest", json.dumps({"ids": rng.sample(known, ids)})] for _ in range(50)]
-        status, body = _http("POST", f"http://127.0.0.1:{self.port}{posts[0][0]}", json.loads(posts[0][1]))
+        status, body = _http("POST", f"http://127.0.0.1:{self.port}{posts[0][0]}", self.admin_token,
+                             json.loads(posts[0][1]))
         if status != 200:
             self.results["phases"]["latest_multi_example"] = {"status": status, "body": body[:500]}
             self.figure("latest_multi", unit="ms", unavailable=f"POST /v1/vehicles/latest ({ids} ids) answered "
@@ -559,6 +603,7 @@ class Bench:
         failed = True
         try:
             self.prepare_stores()
+            self.make_keys()
             self.rss.start()
             if self.args.only == "analytics":
                 self.start_engine()
@@ -642,10 +687,10 @@ def _failures(result: dict) -> str:
     return f"{failed:,} failed: {result.get('first_failure') or result.get('statuses')}"[:200]
 
 
-def _http(method: str, url: str, body: dict | None = None) -> tuple[int, str]:
+def _http(method: str, url: str, token: str, body: dict | None = None) -> tuple[int, str]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Authorization": f"Bearer {token}", **({"Content-Type": "application/json"} if data else {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.read().decode(errors="replace")

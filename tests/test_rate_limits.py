@@ -113,7 +113,9 @@ def http(port: int, method: str, path: str, token: str, body=None) -> int:
 def two_web_processes(settings, db, redis_client, tmp_path):
     """Two gunicorns (two workers each) on the same Postgres and Redis, as two dynos would be."""
     ports = [free_port(), free_port()]
-    procs = [Process("web", process_env(settings.database_url, settings.redis_url, port), tmp_path)
+    # Refusing the revoked key over and over must stay a 401, not become a brute-force 429.
+    procs = [Process("web", process_env(settings.database_url, settings.redis_url, port,
+                                        AUTH_FAILURE_RATE_LIMIT="100000/minute"), tmp_path)
              for port in ports]
     try:
         for port, proc in zip(ports, procs, strict=True):

@@ -5,10 +5,11 @@ the one it declares with ``requires_scope``, else the default rule: GET/HEAD und
 ``read``, anything else ``admin`` (``admin`` may do everything). A device key (bound to one
 device) may only send that device's readings and read that device's latest state.
 
-Keys are checked against an in-process cache (token hash -> principal), so a request of a known
-key costs no round trip. Revocation bumps a Redis version key that each process polls at most
-once per AUTH_REVOCATION_POLL_MS; a change empties the cache. Unknown tokens are never cached;
-failed authentications are rate-limited per client address (web/rate_limit.py).
+Keys are checked against an in-process cache (token hash -> principal, see KeyCache), so a
+request of a known key costs no round trip. Revocation bumps a Redis version key that each
+process polls at most once per AUTH_REVOCATION_POLL_MS; a change reloads the cache. Unknown
+tokens are never cached; failed authentications are rate-limited per client address
+(web/rate_limit.py).
 """
 
 from __future__ import annotations
@@ -86,16 +87,28 @@ class Principal:
 
 
 class KeyCache:
-    """A bounded map of token hash -> principal, emptied when the revocation version in Redis changes."""
+    """A bounded map of token hash -> principal, kept fresh without a round trip per request.
 
-    def __init__(self, client_getter: Callable[[], redis.Redis], settings: Settings):
-        self._client_getter = client_getter
+    Each process loads every usable key at once (one query: on its first request, after a
+    revocation, and once per AUTH_CACHE_SECONDS), so a fleet's device keys are known before they
+    call. A key created since is looked up once, then cached. The revocation version in Redis is
+    read at most once per AUTH_REVOCATION_POLL_MS; when it moves, the cache is loaded anew. Key ids
+    seen are stamped as last used once a minute, in one statement.
+    """
+
+    TOUCH_SECONDS = 60.0
+
+    def __init__(self, app: Flask, settings: Settings):
+        self._app = app  # its Redis client and Postgres pool (also outside a request, e.g. from the CLI)
         self._ttl = settings.auth_cache_seconds
         self._size = settings.auth_cache_size
         self._poll_seconds = settings.auth_revocation_poll_ms / 1000
         self._entries: dict[str, Principal] = {}
         self._version: str | None = None
         self._polled_at = -1e9
+        self._loaded_at: float | None = None  # None: load on the next request
+        self._used: set[str] = set()
+        self._touched_at = time.monotonic()
         self._lock = threading.Lock()
 
     def get(self, token_hash: str) -> Principal | None:
@@ -109,16 +122,45 @@ class KeyCache:
         return principal
 
     def poll(self, now: float | None = None) -> None:
-        """Read the revocation version (one GET); empty the cache if it moved."""
+        """Read the revocation version (one GET); reload when it moved or the load is old; stamp last use."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            self._polled_at = time.monotonic() if now is None else now
+            self._polled_at = now
             try:
-                version = self._client_getter().get(API_KEYS_VERSION_KEY)
+                version = self._app.extensions["redis"].get(API_KEYS_VERSION_KEY)
             except redis.RedisError:
-                return  # keep what we know; ingest answers 503 meanwhile anyway
+                version = self._version  # keep what we know; ingest answers 503 meanwhile anyway
             if version != self._version:
                 self._version = version
                 self._entries.clear()
+                self._loaded_at = None
+            if self._loaded_at is None or now - self._loaded_at > self._ttl:
+                self._load_all(now)
+            if self._used and now - self._touched_at >= self.TOUCH_SECONDS:
+                self._touch(now)
+
+    def _load_all(self, now: float) -> None:
+        try:
+            with db.get_pool(self._app).connection() as conn:
+                rows = conn.execute(load_sql("keys/usable"), {"limit": self._size}).fetchall()
+        except psycopg.Error:
+            self._loaded_at = now  # Postgres is down: keep serving the keys known, try again later
+            return
+        self._entries = {row[2]: _principal(row) for row in rows}
+        self._loaded_at = now
+
+    def _touch(self, now: float) -> None:
+        used, self._used = self._used, set()
+        self._touched_at = now
+        try:
+            with db.get_pool(self._app).connection() as conn:
+                conn.execute(load_sql("keys/touch_last_used"), {"ids": sorted(used)})
+        except psycopg.Error:
+            self._used |= used
+
+    def used(self, key_id: str) -> None:
+        """Note that a key authenticated a request (stamped in the next minute's flush)."""
+        self._used.add(key_id)
 
     def put(self, token_hash: str, principal: Principal) -> None:
         """Remember a valid key; the oldest entry goes when the cache is full."""
@@ -129,6 +171,16 @@ class KeyCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _principal(row) -> Principal:
+    """Build a principal from a row of sql/keys/by_id.sql or usable.sql."""
+    key_id, _name, _hash, scopes, device_kind, device_id, limit, expires_at, _revoked_at = row
+    return Principal(
+        key_id=key_id, scopes=frozenset(scopes),
+        device=(_DEVICE_KINDS[device_kind], device_id) if device_kind else None,
+        rate_limit=limit, expires_at=expires_at.timestamp() if expires_at else None, loaded_at=time.monotonic(),
+    )
 
 
 class AuthError(Exception):
@@ -169,14 +221,9 @@ def load_principal(conn: psycopg.Connection, token: str) -> Principal | None:
     row = conn.execute(load_sql("keys/by_id"), {"id": match.group(1)}).fetchone()
     if row is None:
         return None
-    key_id, _name, stored_hash, scopes, device_kind, device_id, limit, expires_at, revoked_at = row
-    if not hmac.compare_digest(stored_hash, hash_token(token)) or revoked_at is not None:
+    if not hmac.compare_digest(row[2], hash_token(token)) or row[8] is not None:
         return None
-    return Principal(
-        key_id=key_id, scopes=frozenset(scopes),
-        device=(_DEVICE_KINDS[device_kind], device_id) if device_kind else None,
-        rate_limit=limit, expires_at=expires_at.timestamp() if expires_at else None, loaded_at=time.monotonic(),
-    )
+    return _principal(row)
 
 
 def _load(token: str, token_hash: str) -> Principal | None:
@@ -245,6 +292,7 @@ def authenticate():
         return _failed(limiter)
     environ[PRINCIPAL_KEY] = principal
     environ[KEY_ID_KEY] = principal.key_id
+    current_app.extensions["key_cache"].used(principal.key_id)
     return _authorize(principal, endpoint)
 
 
@@ -275,5 +323,5 @@ def forbid_other_devices(readings: Iterable[Reading]):
 def init_app(app: Flask) -> None:
     """Check every request of ``app`` (register after the request log, before the rate limits)."""
     settings: Settings = app.config["SETTINGS"]
-    app.extensions["key_cache"] = KeyCache(lambda: app.extensions["redis"], settings)
+    app.extensions["key_cache"] = KeyCache(app, settings)
     app.before_request(authenticate)

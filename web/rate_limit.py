@@ -58,6 +58,9 @@ class RateLimits:
             strategy="fixed-window",  # one INCR per request
             headers_enabled=False,
             key_prefix=_KEY_PREFIX,
+            # Redis down: the limit lets requests through (ingest answers 503 by itself then; reads
+            # fall back to Postgres and /readyz must still say what is wrong).
+            swallow_errors=True,
         )
         # Ingest counts in its own Redis call (ingest_counter): no second round trip on the hot path.
         self.limiter.request_filter(lambda: self._principal_of() is None or request.endpoint == INGEST_ENDPOINT)

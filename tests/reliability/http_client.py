@@ -26,12 +26,16 @@ class Response:
 
 
 class HttpClient:
-    """One persistent connection to ``host:port``; reconnects on the next call after a failure."""
+    """One persistent connection to ``host:port``; reconnects on the next call after a failure.
 
-    def __init__(self, host: str, port: int, timeout: float = 15.0):
+    With a ``token``, every request sends it as ``Authorization: Bearer``, like any client of the API.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float = 15.0, token: str | None = None):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.token = token
         self._conn: http.client.HTTPConnection | None = None
 
     def close(self) -> None:
@@ -62,6 +66,8 @@ class HttpClient:
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         headers = {"Content-Type": content_type} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
             self._conn.request(method, path, body=body, headers=headers)
             answer = self._conn.getresponse()
@@ -102,13 +108,14 @@ class _Recorded:
 
 
 def post_streaming(host: str, port: int, path: str, body: bytes, content_type: str = "application/json",
-                   timeout: float = 60.0, chunk: int = 64 * 1024) -> Response:
+                   timeout: float = 60.0, chunk: int = 64 * 1024, token: str | None = None) -> Response:
     """POST a large body in chunks on a fresh connection, stopping as soon as the server answers.
 
     A server may answer (413) and close without reading a body over its limit; http.client would
     only see a broken pipe. Here the answer already received is read and parsed all the same.
     """
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{authorization}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(head)

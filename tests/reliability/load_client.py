@@ -1,7 +1,7 @@
 """The load-generating client, run as its own process: send a plan of requests, retry, record every answer.
 
     python -m tests.reliability.load_client --port 8000 --plan plan.jsonl --out outcomes.jsonl \
-        [--threads 4] [--rate 500] [--give-up-seconds 240]
+        --token eik_... [--threads 4] [--rate 500] [--give-up-seconds 240]
 
 Each plan line is ``{"i": n, "body": <JSON body>}``. Requests go out in plan order (with
 ``--threads`` > 1 several are in flight at once), paced to ``--rate`` readings per second. A 503
@@ -33,8 +33,10 @@ def readings_in(body) -> int:
 class LoadClient:
     """Send the plan with a few keep-alive connections and retry until each request has a final answer."""
 
-    def __init__(self, port: int, plan: list[dict], threads: int, rate: float, give_up_seconds: float):
+    def __init__(self, port: int, plan: list[dict], threads: int, rate: float, give_up_seconds: float,
+                 token: str | None = None):
         self.port = port
+        self.token = token
         self.plan = plan
         self.threads = threads
         self.rate = rate
@@ -85,7 +87,7 @@ class LoadClient:
             time.sleep(pause)
 
     def _run_thread(self, t0: float) -> None:
-        client = HttpClient("127.0.0.1", self.port, timeout=15)
+        client = HttpClient("127.0.0.1", self.port, timeout=15, token=self.token)
         try:
             while (index := self._take()) is not None:
                 delay = t0 + self._due[index] - time.monotonic()
@@ -131,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0.0, help="readings per second; 0 sends as fast as it can")
     parser.add_argument("--give-up-seconds", type=float, default=240.0)
+    parser.add_argument("--token", default=None, help="the API key to send (Authorization: Bearer)")
     args = parser.parse_args(argv)
     plan = load_plan(args.plan)
-    outcomes = LoadClient(args.port, plan, args.threads, args.rate, args.give_up_seconds).run()
+    outcomes = LoadClient(args.port, plan, args.threads, args.rate, args.give_up_seconds, args.token).run()
     with open(args.out, "wb") as f:
         for outcome in outcomes:
             f.write(orjson.dumps(outcome) + b"\n")

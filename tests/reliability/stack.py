@@ -11,6 +11,7 @@ from common.streams import CONSUMER_GROUP, STREAM_KEY
 from tests.reliability.http_client import CONNECTION_ERRORS, HttpClient
 from tests.reliability.processes import ProcessManager
 from tests.reliability.servers import PrivatePostgres, PrivateRedis, free_port, wait_until
+from web.keys import KeySpec, create_keys
 
 # Short enough that a killed worker's entries come back within seconds, long enough that a
 # healthy worker keeps its batch while Postgres is briefly slow.
@@ -42,12 +43,18 @@ class Stack:
         }
         log_dir.mkdir(parents=True, exist_ok=True)
         self.processes = ProcessManager(self.env, log_dir, run_id)
+        self.token: str | None = None  # the stack's admin key, made by release()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def release(self) -> str:
-        """Create the database, migrate and create partitions with the Procfile's release command."""
-        return self.processes.run_release()
+        """Create the database, migrate and create partitions (the Procfile's release command); make the stack's key."""
+        output = self.processes.run_release()
+        with self.connect() as conn:
+            # The load clients send an admin key whose limit no test comes near, as a gateway's key would.
+            self.token = create_keys(conn, [KeySpec("reliability suite", ("admin",), rate_limit="100000000/minute")])[
+                0]["token"]
+        return output
 
     def start(self, workers: int = 2, scheduler: bool = True, web: bool = True) -> None:
         """Start the processes, wait until the web answers, and supervise them."""
@@ -82,7 +89,7 @@ class Stack:
 
     def http(self, timeout: float = 30) -> HttpClient:
         """Return a new HTTP client on the web process."""
-        return HttpClient("127.0.0.1", self.port, timeout=timeout)
+        return HttpClient("127.0.0.1", self.port, timeout=timeout, token=self.token)
 
     # -- data access ---------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def test_chaos_run_loses_nothing(make_stack, private_servers, tmp_path):
     client = subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.load_client", "--port", str(stack.port), "--plan", str(plan_path),
          "--out", str(out_path), "--threads", "4", "--rate", str(readings_planned / SEND_SECONDS),
-         "--give-up-seconds", "240"],
+         "--give-up-seconds", "240", "--token", stack.token],
         cwd=REPO, stdout=client_log, stderr=subprocess.STDOUT,
     )
     t0 = time.monotonic()

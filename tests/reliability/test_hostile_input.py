@@ -48,7 +48,8 @@ def web_only(make_stack, private_servers):
 def _send(client: HttpClient, case: Case) -> Response:
     """POST the case; big bodies go in chunks, since a server may answer 413 before reading them."""
     if len(case.body) > STREAMING_BYTES:
-        return post_streaming(client.host, client.port, "/v1/telemetry", case.body, case.content_type)
+        return post_streaming(client.host, client.port, "/v1/telemetry", case.body, case.content_type,
+                              token=client.token)
     return client.request("POST", "/v1/telemetry", case.body, content_type=case.content_type)
 
 

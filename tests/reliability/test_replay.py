@@ -59,7 +59,8 @@ def _ingest(make_stack, name: str, redis_db: int, data: ReplayDataset, readings:
         with open(stack.processes.log_dir / "load-client.log", "wb") as log:
             subprocess.run(
                 [sys.executable, "-m", "tests.reliability.load_client", "--port", str(stack.port), "--plan",
-                 str(plan_path), "--out", str(out_path), "--threads", str(threads), "--give-up-seconds", "120"],
+                 str(plan_path), "--out", str(out_path), "--threads", str(threads), "--give-up-seconds", "120",
+                 "--token", stack.token],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=600,
             )
         statuses = [orjson.loads(line)["status"] for line in out_path.read_bytes().splitlines()]
