@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.logging import JsonFormatter
 from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, STREAM_KEY
-from tests.conftest import keyed_client, meter, minutes_ago, vehicle
+from tests.conftest import bearer, keyed_client, meter, minutes_ago, vehicle
 from tests.processes import Process, free_port, port_answers, process_env, wait_for
 from workers.drain import StreamDrainer
 
@@ -224,7 +224,8 @@ def test_drain_logs_one_line_per_batch_with_size_rows_duration_and_lag(settings,
 
 
 @pytest.mark.e2e
-def test_metrics_are_deployment_wide_with_several_gunicorn_workers(settings, db, redis_client, tmp_path):
+def test_metrics_are_deployment_wide_with_several_gunicorn_workers(settings, db, redis_client, tmp_path,
+                                                                   admin_token):
     port = free_port()
     env = process_env(settings.database_url, settings.redis_url, port)
     env["WEB_CONCURRENCY"] = "3"
@@ -235,13 +236,14 @@ def test_metrics_are_deployment_wide_with_several_gunicorn_workers(settings, db,
         for i in range(60):  # many connections, so that every worker serves some
             body = json.dumps([meter(f"m{i}"), vehicle(f"v{i}")]).encode()
             request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/telemetry", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+                                             headers={"Content-Type": "application/json", **bearer(admin_token)})
             with urllib.request.urlopen(request, timeout=10) as response:
                 assert response.status == 202
             sent += 1
 
         def accepted():
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            scrape = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=bearer(admin_token))
+            with urllib.request.urlopen(scrape, timeout=10) as response:
                 m = parse(response.read().decode())
             return (m[("energy_readings_accepted_total", (("kind", "meter"),))],
                     m[("energy_readings_accepted_total", (("kind", "vehicle"),))])

@@ -246,54 +246,64 @@ def required_scope(endpoint: str, method: str, path: str) -> str:
     return "read" if method in ("GET", "HEAD") and path.startswith("/v1/") else "admin"
 
 
-def _authorize(principal: Principal, endpoint: str | None):
+def _authorize(principal: Principal, req) -> object | None:
     """Return a 403 answer if the principal may not make this request, else None."""
+    endpoint = req.endpoint
     if endpoint is None:  # no such route: the 404/405 is all it learns
         return None
-    needed = required_scope(endpoint, request.method, request.path)
     if principal.device is not None:
         kind, device_id = principal.device
         if endpoint == DEVICE_INGEST_ENDPOINT and "ingest" in principal.scopes:
             return None  # which readings it may send: forbid_other_devices, after parsing
         target = DEVICE_LATEST_ENDPOINTS.get(endpoint)
         if target is not None and "read" in principal.scopes and target[0] == kind \
-                and (request.view_args or {}).get(target[1]) == device_id:
+                and (req.view_args or {}).get(target[1]) == device_id:
             return None
-        return forbidden(f"A device key reaches only its own device ({KIND_NAMES[kind]} {device_id}).", needed)
-    if needed in principal.scopes or "admin" in principal.scopes:
+        return forbidden(f"A device key reaches only its own device ({KIND_NAMES[kind]} {device_id}).",
+                         required_scope(endpoint, req.method, req.path))
+    if "admin" in principal.scopes:
+        return None
+    needed = required_scope(endpoint, req.method, req.path)
+    if needed in principal.scopes:
         return None
     return forbidden(f"This key lacks the {needed!r} scope that this endpoint needs.", needed)
 
 
-def authenticate():
-    """The before-request check: answer 401/403/429 or let the request through with its principal."""
-    endpoint = request.endpoint
-    if endpoint in PUBLIC_ENDPOINTS:
-        return None
-    environ = request.environ
-    header = environ.get("HTTP_AUTHORIZATION")
-    if not header:
-        return _unauthorized(_MISSING_MESSAGE)
-    limiter: rate_limit.RateLimits = current_app.extensions["rate_limits"]
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return _failed(limiter)
-    token_hash = hash_token(token)
-    principal = current_app.extensions["key_cache"].get(token_hash)
-    if principal is None:
-        retry_after = limiter.auth_failures_retry_after()
-        if retry_after:  # this address failed too often: no lookup for it until the window ends
-            return rate_limit.too_many(retry_after)
-        principal = _load(token, token_hash)
-        if principal is None:
+def _check(app: Flask):
+    """Return the before-request check of ``app``: 401/403/429, or the request goes on with its principal."""
+    extensions = app.extensions  # read once per request without going through current_app
+    cache: KeyCache = extensions["key_cache"]
+
+    def authenticate():
+        req = request._get_current_object()
+        if req.endpoint in PUBLIC_ENDPOINTS:
+            return None
+        environ = req.environ
+        header = environ.get("HTTP_AUTHORIZATION")
+        if not header:
+            return _unauthorized(_MISSING_MESSAGE)
+        limiter: rate_limit.RateLimits = extensions["rate_limits"]
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             return _failed(limiter)
-    if principal.expires_at is not None and time.time() >= principal.expires_at:
-        return _failed(limiter)
-    environ[PRINCIPAL_KEY] = principal
-    environ[KEY_ID_KEY] = principal.key_id
-    current_app.extensions["key_cache"].used(principal.key_id)
-    return _authorize(principal, endpoint)
+        token_hash = hash_token(token)
+        principal = cache.get(token_hash)
+        if principal is None:
+            retry_after = limiter.auth_failures_retry_after()
+            if retry_after:  # this address failed too often: no lookup for it until the window ends
+                return rate_limit.too_many(retry_after)
+            principal = _load(token, token_hash)
+            if principal is None:
+                return _failed(limiter)
+        if principal.expires_at is not None and time.time() >= principal.expires_at:
+            return _failed(limiter)
+        environ[PRINCIPAL_KEY] = principal
+        environ[KEY_ID_KEY] = principal.key_id
+        cache.used(principal.key_id)
+        return _authorize(principal, req)
+
+    return authenticate
 
 
 def current_principal() -> Principal | None:
@@ -324,4 +334,4 @@ def init_app(app: Flask) -> None:
     """Check every request of ``app`` (register after the request log, before the rate limits)."""
     settings: Settings = app.config["SETTINGS"]
     app.extensions["key_cache"] = KeyCache(app, settings)
-    app.before_request(authenticate)
+    app.before_request(_check(app))

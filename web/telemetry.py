@@ -12,7 +12,7 @@ from marshmallow import ValidationError, validate
 
 from common.streams import API_FIELDS, ID_FIELD, METER, VEHICLE, Reading
 from web import ops
-from web.auth import forbid_other_devices, requires_scope
+from web.auth import current_principal, forbid_other_devices, requires_scope
 from web.errors import ApiError
 from web.rate_limit import too_many
 from web.schemas import MeterReadingSchema, VehicleReadingSchema
@@ -216,7 +216,7 @@ def ingest():
         ops.count_rejected(body, "forbidden")
         return refusal
     rate_limits = current_app.extensions.get("rate_limits")  # absent only in the benchmark's unguarded app
-    counter = rate_limits.ingest_counter() if rate_limits is not None else None
+    counter = rate_limits.ingest_counter(current_principal()) if rate_limits is not None else None
     stored = current_app.extensions["latest_state"].append(readings, counter)
     if stored < 0:
         ops.count_rejected(body, "rate_limited")
