@@ -227,6 +227,20 @@ def fake_client(fake_app, admin_token):
     return keyed_client(fake_app, admin_token)
 
 
+class RedisRoundTrips:
+    """Count what the Redis clients send to the server (one pipeline or script call = one send)."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        original = redis.connection.AbstractConnection.send_packed_command
+
+        def counting(conn, command, check_health=True):
+            self.count += 1
+            return original(conn, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+
+
 def iso(ts: datetime) -> str:
     """Format a timestamp as the API expects."""
     return ts.astimezone(UTC).isoformat()

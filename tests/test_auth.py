@@ -6,13 +6,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from common.streams import STREAM_KEY, VEHICLE, latest_key
-from tests.conftest import bearer, meter, vehicle
+from tests.conftest import RedisRoundTrips, bearer, meter, vehicle
 from web import db as web_db
 from web.auth import PUBLIC_ENDPOINTS, new_token
 
@@ -162,20 +161,6 @@ def test_a_device_key_may_not_hold_wide_scopes(client):
 
 
 # -- the hot path ----------------------------------------------------------------------------------------------
-
-
-class RedisRoundTrips:
-    """Count what the Redis clients send (one pipeline or script call = one)."""
-
-    def __init__(self, monkeypatch):
-        self.count = 0
-        original = redis.connection.AbstractConnection.send_packed_command
-
-        def counting(conn, command, check_health=True):
-            self.count += 1
-            return original(conn, command, check_health)
-
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
 
 
 def test_a_known_key_costs_no_round_trip(anon_client, app, auth, monkeypatch):

@@ -4,11 +4,10 @@ import json
 from datetime import timedelta
 
 import pytest
-import redis
 
 from common.settings import Settings
 from common.streams import METER, VEHICLE, Reading, epoch_micros, latest_key
-from tests.conftest import iso, keyed_client, meter, minutes_ago, vehicle
+from tests.conftest import RedisRoundTrips, iso, keyed_client, meter, minutes_ago, vehicle
 from web import create_app
 from web import db as web_db
 
@@ -21,20 +20,6 @@ def put_vehicle_latest(db, vehicle_id, ts, soc=50.0, kwh=8.0, temp=30.0):
 def put_meter_latest(db, meter_id, ts, kwh=10.0, voltage=230.0):
     db.execute("INSERT INTO meter_latest (meter_id, ts, kwh_consumed_ac, voltage) VALUES (%s, %s, %s, %s)",
                (meter_id, ts, kwh, voltage))
-
-
-class RoundTrips:
-    """Count what the Redis clients send to the server (one pipeline = one send)."""
-
-    def __init__(self, monkeypatch):
-        self.count = 0
-        original = redis.connection.AbstractConnection.send_packed_command
-
-        def counting(conn, command, check_health=True):
-            self.count += 1
-            return original(conn, command, check_health)
-
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
 
 
 # -- single reads ------------------------------------------------------------------------------------------------
@@ -171,7 +156,7 @@ def test_a_thousand_vehicles_in_one_redis_round_trip(client, monkeypatch):
         batch = [vehicle(v, soc=float(i % 100), ts=ts) for i, v in enumerate(ids[start:start + 500], start=start)]
         assert client.post("/v1/telemetry", json=batch).status_code == 202
     client.get("/v1/vehicles/latest?ids=vehicle-0000")  # warm the connection up
-    trips = RoundTrips(monkeypatch)
+    trips = RedisRoundTrips(monkeypatch)
     r = client.get("/v1/vehicles/latest?ids=" + ",".join(ids))
     assert r.status_code == 200
     body = r.get_json()

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import orjson
 import psycopg
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.cli import with_appcontext
@@ -25,6 +24,7 @@ from common.streams import API_KEYS_VERSION_KEY, format_ts
 from web import db
 from web.auth import hash_token, new_token, requires_scope
 from web.errors import ApiError
+from web.params import json_body
 from web.schemas import device_id_field
 
 bp = Blueprint("keys", __name__)
@@ -198,13 +198,7 @@ def list_keys(conn: psycopg.Connection, limit: int, after: str) -> tuple[list[di
 @requires_scope("admin")
 def post_keys():
     """Create one key (a JSON object) or up to 1,000 (an array, all or nothing); answer each with its token."""
-    mimetype = request.mimetype or ""
-    if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
-        raise ApiError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
-    try:
-        body = orjson.loads(request.get_data(cache=False))
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
+    body = json_body()
     if isinstance(body, dict):
         try:
             specs = [validate_spec(body)]

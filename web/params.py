@@ -29,15 +29,20 @@ def check_device_id(name: str, value: str) -> str:
     return value
 
 
-def json_object_body(what: str) -> dict:
-    """Return the request's JSON object body, or raise 415/400 saying what is wrong."""
+def json_body():
+    """Return the request's decoded JSON body (any JSON value), or raise 415/400 saying what is wrong."""
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise ApiError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
     try:
-        body = orjson.loads(request.get_data(cache=False))
+        return orjson.loads(request.get_data(cache=False))
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
+
+
+def json_object_body(what: str) -> dict:
+    """Return the request's JSON object body, or raise 415/400 saying what is wrong."""
+    body = json_body()
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", f"The body must be a JSON object: {what}.")
     return body
