@@ -52,11 +52,13 @@ def _bodies(size: int) -> tuple[bytes, bytes]:
 
 def measure(redis_url: str, size: int = 5000, requests: int = 20) -> dict:
     """Return the per-request CPU (ms) of the valid and the invalid batch, and the answers' sizes."""
-    from web import create_app
+    # Validation's cost alone: the app without its key check (which needs a database of keys and
+    # is measured by the single-ingest turns of bench/run.py).
+    from web import build_app_without_access_control
 
     settings = dataclasses.replace(Settings.from_env(), redis_url=redis_url, backlog_limit=10**9,
                                    stream_length_limit=10**9)
-    app = create_app(settings)
+    app = build_app_without_access_control(settings)
     client = app.test_client()
     server = redis.Redis.from_url(redis_url)
     server.flushdb()

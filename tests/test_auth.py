@@ -22,6 +22,8 @@ EXPECTED_SCOPE = {
     ("ops.readyz", "GET"): "metrics",
     ("ops.metrics_endpoint", "GET"): "metrics",
     ("keys.get_keys", "GET"): "admin",
+    ("latest.vehicles_latest", "POST"): "read",  # multi-reads with the ids in the body
+    ("latest.meters_latest", "POST"): "read",
 }
 EXAMPLE_ARGUMENTS = {"vehicle_id": "vehicle-1", "meter_id": "meter-1", "key_id": "0123456789abcdef"}
 

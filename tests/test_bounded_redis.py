@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from common.streams import METER, STREAM_KEY, VEHICLE, latest_key
-from tests.conftest import meter, minutes_ago, vehicle
+from tests.conftest import keyed_client, meter, minutes_ago, vehicle
 from tests.processes import wait_for
 from tests.test_latest_reads import put_meter_latest, put_vehicle_latest
 from workers.drain import StreamDrainer
@@ -25,8 +25,8 @@ def ttl_app(settings, db, redis_client):
     return app
 
 
-def test_ingest_sets_the_ttl_and_every_reading_refreshes_it(ttl_app, redis_client):
-    client = ttl_app.test_client()
+def test_ingest_sets_the_ttl_and_every_reading_refreshes_it(ttl_app, redis_client, admin_token):
+    client = keyed_client(ttl_app, admin_token)
     assert client.post("/v1/telemetry", json=[meter("m1"), vehicle("v1")]).status_code == 202
     for key in (latest_key(METER, "m1"), latest_key(VEHICLE, "v1")):
         assert 3 * DAY - 60 < redis_client.ttl(key) <= 3 * DAY
@@ -37,8 +37,8 @@ def test_ingest_sets_the_ttl_and_every_reading_refreshes_it(ttl_app, redis_clien
     assert redis_client.hget(latest_key(VEHICLE, "v1"), "soc") == "50.0"
 
 
-def test_a_postgres_refill_sets_the_ttl(ttl_app, db, redis_client):
-    client = ttl_app.test_client()
+def test_a_postgres_refill_sets_the_ttl(ttl_app, db, redis_client, admin_token):
+    client = keyed_client(ttl_app, admin_token)
     put_meter_latest(db, "m1", minutes_ago(10), kwh=5.0, voltage=230.0)
     put_vehicle_latest(db, "v1", minutes_ago(10), soc=40.0)
     put_vehicle_latest(db, "v2", minutes_ago(10), soc=41.0)
@@ -57,8 +57,8 @@ def test_the_rebuild_refill_sets_the_ttl(ttl_app, db, redis_client):
     assert 3 * DAY - 60 < redis_client.ttl(latest_key(VEHICLE, "v1")) <= 3 * DAY
 
 
-def test_an_expired_device_reads_from_postgres(settings, ttl_app, db, redis_client):
-    client = ttl_app.test_client()
+def test_an_expired_device_reads_from_postgres(settings, ttl_app, db, redis_client, admin_token):
+    client = keyed_client(ttl_app, admin_token)
     ts = minutes_ago(5)
     assert client.post("/v1/telemetry", json=vehicle("v1", soc=66.0, ts=ts)).status_code == 202
     drainer = StreamDrainer(settings, redis_client, "ttl-test")
@@ -78,13 +78,13 @@ def test_an_expired_device_reads_from_postgres(settings, ttl_app, db, redis_clie
     assert redis_client.ttl(key) > 3 * DAY - 60  # back in Redis, with its time to live
 
 
-def test_backpressure_trips_on_stream_length_with_the_trim_stopped(settings, db, redis_client):
+def test_backpressure_trips_on_stream_length_with_the_trim_stopped(settings, db, redis_client, admin_token):
     """Everything is drained and acknowledged (backlog 0), but nobody trims: the stream's length stops ingest."""
     from web import create_app
 
     app = create_app(dataclasses.replace(settings, stream_length_limit=8, backlog_limit=1000,
                                          backpressure_check_ms=0))
-    client = app.test_client()
+    client = keyed_client(app, admin_token)
     drainer = StreamDrainer(settings, redis_client, "length-test")
     drainer.ensure_group()
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import meter, vehicle
+from tests.conftest import keyed_client, meter, vehicle
 from web.telemetry import MAX_REPORTED_ITEMS
 
 
@@ -29,12 +29,12 @@ def test_an_all_invalid_batch_names_the_first_100_and_counts_all(fake_client):
     assert len(response.data) < 40_000  # was 2 MB with every item listed
 
 
-def test_marshmallow_explains_only_the_items_it_lists(fake_app, monkeypatch):
+def test_marshmallow_explains_only_the_items_it_lists(fake_app, monkeypatch, admin_token):
     parser = fake_app.extensions["reading_parser"]
     explained = []
     original = parser._schema_load
     monkeypatch.setattr(parser, "_schema_load", lambda item: explained.append(1) or original(item))
-    response = fake_app.test_client().post("/v1/telemetry", json=[_bad(i) for i in range(3000)])
+    response = keyed_client(fake_app, admin_token).post("/v1/telemetry", json=[_bad(i) for i in range(3000)])
     assert response.get_json()["invalidCount"] == 3000
     assert len(explained) == MAX_REPORTED_ITEMS
 

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import meter
+from tests.conftest import bearer, meter
 from tests.edge import NGINX, Nginx, connect, read_response
 from tests.processes import Process, free_port, port_answers, process_env, wait_for
 
@@ -125,11 +125,11 @@ class SlowClients:
             c["sock"].close()
 
 
-def _probe(port: int, i: int) -> tuple[int, float]:
+def _probe(port: int, i: int, token: str) -> tuple[int, float]:
     if i % 2:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/telemetry", method="POST",
                                          data=json.dumps(meter(f"probe-{i}")).encode(),
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **bearer(token)})
     else:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz")
     started = time.perf_counter()
@@ -138,12 +138,12 @@ def _probe(port: int, i: int) -> tuple[int, float]:
         return response.status, time.perf_counter() - started
 
 
-def test_fifty_slowloris_and_fifty_tricklers_do_not_stop_the_service(edge, web, redis_client):
+def test_fifty_slowloris_and_fifty_tricklers_do_not_stop_the_service(edge, web, redis_client, admin_token):
     # The slow clients come from other loopback addresses than the probe, under the per-address cap.
     sources = [f"127.0.0.{i}" for i in range(2, 8)]
     slow = SlowClients(edge.port, slowloris=50, tricklers=50, sources=sources).start()
     try:
-        answers = [_probe(edge.port, i) for i in range(200)]
+        answers = [_probe(edge.port, i, admin_token) for i in range(200)]
         statuses = sorted({status for status, _ in answers})
         latencies = sorted(seconds for _, seconds in answers)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
@@ -170,10 +170,10 @@ def test_fifty_slowloris_and_fifty_tricklers_do_not_stop_the_service(edge, web, 
     # gunicorn saw none of them: none of their readings reached Redis, and it still answers directly.
     latest = redis_client.keys("latest:*")
     assert len(latest) == 100 and all(k.startswith("latest:meter:probe-") for k in latest)
-    assert _probe(web.port, 0)[0] == 200
+    assert _probe(web.port, 0, admin_token)[0] == 200
 
 
-def test_requests_in_progress_are_capped_per_address(edge):
+def test_requests_in_progress_are_capped_per_address(edge, admin_token):
     holders = []
     try:
         refused = 0
@@ -196,7 +196,7 @@ def test_requests_in_progress_are_capped_per_address(edge):
             refused += 1
         assert refused == 5
         # Another address is not affected.
-        assert _probe(edge.port, 0)[0] == 200
+        assert _probe(edge.port, 0, admin_token)[0] == 200
     finally:
         for sock in holders:
             sock.close()

@@ -166,7 +166,7 @@ def test_a_thousand_vehicles_in_one_redis_round_trip(client, monkeypatch):
                                      "batteryTemp": 30.0, "timestamp": iso(ts)}
     assert trips.count == 2  # the read, and the key's rate-limit counter (web/rate_limit.py)
     # The same 1,000 ids in a POST body (a URL that long passes no 8190-byte request-line limit).
-    trips = RoundTrips(monkeypatch)
+    trips = RedisRoundTrips(monkeypatch)
     posted = client.post("/v1/vehicles/latest", json={"ids": ids})
     assert posted.status_code == 200
     assert posted.get_json() == body

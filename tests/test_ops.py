@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.logging import JsonFormatter
 from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, STREAM_KEY
-from tests.conftest import bearer, keyed_client, meter, minutes_ago, vehicle
+from tests.conftest import bearer, create_test_key, keyed_client, meter, minutes_ago, vehicle
 from tests.processes import Process, free_port, port_answers, process_env, wait_for
 from workers.drain import StreamDrainer
 
@@ -45,23 +45,13 @@ def test_healthz_answers_without_touching_any_server(settings, admin_token):
     assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
 
 
-def as_metrics_caller(app):
-    """Make every request of ``app`` carry a principal with the ``metrics`` scope (as web/auth.py would)."""
-    from types import SimpleNamespace
-
-    from flask import request
-
-    from web.ops import PRINCIPAL_ENVIRON_KEY
-
-    @app.before_request
-    def _metrics_principal():
-        request.environ[PRINCIPAL_ENVIRON_KEY] = SimpleNamespace(scopes=frozenset({"metrics"}))
-
-    return app.test_client()
+def as_metrics_caller(app, settings):
+    """Return a test client of ``app`` that sends a key holding only the ``metrics`` scope (Prometheus's)."""
+    return keyed_client(app, create_test_key(settings, scopes=["metrics"]), cache_from=settings)
 
 
-def test_readyz_is_ready_when_both_servers_answer(app):
-    response = as_metrics_caller(app).get("/readyz")
+def test_readyz_is_ready_when_both_servers_answer(app, settings):
+    response = as_metrics_caller(app, settings).get("/readyz")
     body = response.get_json()
     assert response.status_code == 200
     assert body["status"] == "ready"

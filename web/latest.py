@@ -12,6 +12,7 @@ from marshmallow import Schema, fields
 from common.database import load_sql
 from common.streams import ID_FIELD, KIND_NAMES, METER, VEHICLE, Reading
 from web import db
+from web.auth import requires_scope
 from web.errors import ApiError
 from web.latest_state import LatestStateStore, render_answer
 from web.params import DEVICE_ID_RULE, check_device_id
@@ -183,12 +184,14 @@ def meter_latest(meter_id: str):
 
 # The GET takes the ids that fit gunicorn's 8190-byte request line; a POST takes up to 1,000 in its body.
 @bp.route("/v1/vehicles/latest", methods=["GET", "POST"])
+@requires_scope("read")  # the POST form is a read too
 def vehicles_latest():
     """Return the newest reading of up to 1,000 vehicles (``?ids=a,b,c`` or a POST of ``{"ids": [...]}``)."""
     return _many(VEHICLE)
 
 
 @bp.route("/v1/meters/latest", methods=["GET", "POST"])
+@requires_scope("read")  # the POST form is a read too
 def meters_latest():
     """Return the newest reading of up to 1,000 meters (``?ids=a,b,c`` or a POST of ``{"ids": [...]}``)."""
     return _many(METER)
