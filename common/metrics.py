@@ -33,7 +33,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "readings_accepted": ("Readings accepted by POST /v1/telemetry (taken by Redis), by kind.", ("kind",)),
     "readings_rejected": (
         "Readings refused by POST /v1/telemetry, by kind (meter, vehicle, unknown) and reason "
-        "(invalid: failed validation, overloaded: backpressure 503, forbidden: a device key sent another device).",
+        "(invalid: failed validation, overloaded: backpressure 503, forbidden: a device key sent another "
+        "device, rate_limited: over the key's limit).",
         ("kind", "reason"),
     ),
     "requests_rejected": (

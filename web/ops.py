@@ -254,7 +254,8 @@ def _default_label_values(name: str) -> set[tuple[str, ...]]:
     if name == "requests_rejected":
         return {(reason,) for reason in ("unauthorized", "forbidden", "rate_limited")}
     if name == "readings_rejected":
-        return {(k, reason) for k in (*kinds, "unknown") for reason in ("invalid", "overloaded", "forbidden")}
+        reasons = ("invalid", "overloaded", "forbidden", "rate_limited")
+        return {(k, reason) for k in (*kinds, "unknown") for reason in reasons}
     return {()} if not metrics.COUNTERS[name][1] else set()
 
 
