@@ -24,6 +24,7 @@ EXPECTED_SCOPE = {
     ("keys.get_keys", "GET"): "admin",
     ("latest.vehicles_latest", "POST"): "read",  # multi-reads with the ids in the body
     ("latest.meters_latest", "POST"): "read",
+    ("conflicts.list_conflicts", "GET"): "admin",  # a GET, but the conflicts are the operator's business
 }
 EXAMPLE_ARGUMENTS = {"vehicle_id": "vehicle-1", "meter_id": "meter-1", "key_id": "0123456789abcdef"}
 

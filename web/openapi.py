@@ -12,9 +12,9 @@ from marshmallow import INCLUDE, Schema, fields
 
 from web.analytics import PerformanceQuerySchema, PerformanceSchema
 from web.auth import PUBLIC_ENDPOINTS
-from web.keys import MAX_KEYS_PER_REQUEST, CreatedKeySchema, KeyPageQuerySchema, KeyPageSchema, KeyRequestSchema
 from web.conflicts import ConflictsQuerySchema, ConflictsSchema
 from web.history import HistoryQuerySchema, MeterHistorySchema, VehicleHistorySchema
+from web.keys import MAX_KEYS_PER_REQUEST, CreatedKeySchema, KeyPageQuerySchema, KeyPageSchema, KeyRequestSchema
 from web.latest import (
     MAX_IDS_PER_READ,
     MeterIdsQuerySchema,
