@@ -246,7 +246,7 @@ def bucket_bounds(interval: str, zone: ZoneInfo, from_ts: datetime, to_ts: datet
 
 
 def _round(value: float | None, places: int = 6) -> float | None:
-    return None if value is None else round(value, places)
+    return None if value is None else round(float(value), places)
 
 
 def _bucket_body(kind: Kind, start: datetime, end: datetime, zone: ZoneInfo, energy_row: tuple | None,

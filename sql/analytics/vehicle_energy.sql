@@ -14,6 +14,6 @@ WITH steps AS (
     FROM counter_steps('vehicle', %(vehicle_id)s, %(from_ts)s, %(to_ts)s, %(max_vehicle_power_kw)s) s
 )
 SELECT steps.*,
-       (SELECT avg(r.battery_temp) FROM vehicle_readings r
+       (SELECT avg(r.battery_temp::numeric) FROM vehicle_readings r
         WHERE r.vehicle_id = %(vehicle_id)s AND r.ts > %(from_ts)s AND r.ts <= %(to_ts)s) AS avg_battery_temp
 FROM steps;

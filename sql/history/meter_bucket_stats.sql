@@ -5,7 +5,7 @@ SELECT CASE WHEN %(daily)s THEN date_trunc('day', r.ts - interval '1 microsecond
             ELSE date_bin(%(stride)s, r.ts - interval '1 microsecond', timestamptz '1970-01-01 00:00+00') END
            AS bucket,
        count(*) AS readings,
-       avg(r.voltage) AS voltage_avg, min(r.voltage) AS voltage_min, max(r.voltage) AS voltage_max
+       avg(r.voltage::numeric) AS voltage_avg, min(r.voltage) AS voltage_min, max(r.voltage) AS voltage_max
 FROM meter_readings r
 WHERE r.meter_id = %(device_id)s AND r.ts > %(from_ts)s AND r.ts <= %(to_ts)s
 GROUP BY 1;

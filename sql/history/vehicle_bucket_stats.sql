@@ -6,7 +6,7 @@ SELECT CASE WHEN %(daily)s THEN date_trunc('day', r.ts - interval '1 microsecond
            AS bucket,
        count(*) AS readings,
        min(r.soc) AS soc_min, max(r.soc) AS soc_max, (array_agg(r.soc ORDER BY r.ts DESC))[1] AS soc_last,
-       avg(r.battery_temp) AS battery_temp_avg, max(r.battery_temp) AS battery_temp_max
+       avg(r.battery_temp::numeric) AS battery_temp_avg, max(r.battery_temp) AS battery_temp_max
 FROM vehicle_readings r
 WHERE r.vehicle_id = %(device_id)s AND r.ts > %(from_ts)s AND r.ts <= %(to_ts)s
 GROUP BY 1;
