@@ -1,0 +1,1 @@
+"""A simulated EV fleet (vehicles and their meters) for demos and tests, usable against any running engine."""
