@@ -48,7 +48,7 @@ def build_app_without_access_control(settings: Settings | None = None) -> Flask:
     app.register_blueprint(telemetry.bp)
     app.register_blueprint(latest.bp)
 
-    from web import analytics, conflicts, db, history, keys, mappings, openapi
+    from web import analytics, conflicts, dashboard, db, history, keys, mappings, openapi
 
     db.init_app(app)  # the Postgres pool opens lazily, per process, on first use
     keys.init_app(app)  # /v1/keys and the `keys` CLI
@@ -57,6 +57,7 @@ def build_app_without_access_control(settings: Settings | None = None) -> Flask:
     app.register_blueprint(history.bp)
     app.register_blueprint(conflicts.bp)
     openapi.init_app(app)  # /openapi.json and /docs
+    app.register_blueprint(dashboard.bp)  # / (its files under /static)
 
     from web import backpressure, ops, request_log
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 import orjson
 import psycopg
 from flask import Blueprint, Response, current_app, request
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from common.database import load_sql
 from common.streams import ID_FIELD, KIND_NAMES, METER, VEHICLE, Reading
@@ -21,6 +21,7 @@ from web.schemas import DEVICE_ID_PATTERN, DEVICE_ID_REGEX
 bp = Blueprint("latest", __name__)
 
 MAX_IDS_PER_READ = 1000
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
 _ID = DEVICE_ID_PATTERN.strip("^$")
 IDS_PATTERN = f"^{_ID}(,{_ID}){{0,{MAX_IDS_PER_READ - 1}}}$"
 _BY_ID_SQL = {METER: "latest/meters_by_id", VEHICLE: "latest/vehicles_by_id"}
@@ -75,6 +76,28 @@ class VehicleIdsQuerySchema(Schema):
     """The query of the vehicles' multi-read."""
 
     ids = _ids_field("vehicle-1,vehicle-2,vehicle-404")
+
+
+class VehiclePageQuerySchema(Schema):
+    """The query of the vehicles' listing."""
+
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE),
+                           metadata={"description": f"Vehicles per page, 1..{MAX_PAGE}", "default": DEFAULT_PAGE})
+    after = fields.String(metadata={"description": "The `next` of the previous page (a vehicle id)",
+                                    "pattern": DEVICE_ID_PATTERN, "minLength": 1, "maxLength": 64})
+
+
+class ListedVehicleSchema(VehicleLatestSchema):
+    """A vehicle's durable latest reading and the meter mapped to it."""
+
+    meterId = fields.String(required=True, allow_none=True)
+
+
+class VehiclePageSchema(Schema):
+    """One page of the known vehicles in id order; ``next`` is the ``after`` of the following page, or null."""
+
+    vehicles = fields.List(fields.Nested(ListedVehicleSchema), required=True)
+    next = fields.String(required=True, allow_none=True)
 
 
 class MeterIdsQuerySchema(Schema):
@@ -195,3 +218,25 @@ def vehicles_latest():
 def meters_latest():
     """Return the newest reading of up to 1,000 meters (``?ids=a,b,c`` or a POST of ``{"ids": [...]}``)."""
     return _many(METER)
+
+
+@bp.get("/v1/vehicles")
+def vehicles_page():
+    """List the vehicles that have a reading, with their latest one, in id order (``?limit=&after=``)."""
+    raw_limit = request.args.get("limit", str(DEFAULT_PAGE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise ApiError(400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_PAGE}.", parameter="limit")
+    after = request.args.get("after")
+    if after is None:
+        after = ""  # before every id
+    else:
+        check_device_id("after", after)
+    limit = int(raw_limit)
+    with db.connection() as conn:
+        rows = conn.execute(load_sql("latest/vehicles_page"), {"after": after, "limit": limit}).fetchall()
+    # The durable copy lags Redis by the drain's delay: the listing comes from Postgres, the numbers shown
+    # are the durable ones (a dashboard refreshing every few seconds cannot tell).
+    vehicles = [{**orjson.loads(render_answer(Reading(VEHICLE, row[0], row[1], tuple(row[2:5])))), "meterId": row[5]}
+                for row in rows]
+    next_after = rows[-1][0] if len(rows) == limit else None
+    return _json_response(orjson.dumps({"vehicles": vehicles, "next": next_after}).decode())

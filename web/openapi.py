@@ -7,8 +7,9 @@ import re
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, send_from_directory
 from marshmallow import INCLUDE, Schema, fields
+from swagger_ui_bundle import swagger_ui_path
 
 from web.analytics import PerformanceQuerySchema, PerformanceSchema
 from web.auth import PUBLIC_ENDPOINTS
@@ -22,6 +23,8 @@ from web.latest import (
     MetersLatestSchema,
     VehicleIdsQuerySchema,
     VehicleLatestSchema,
+    VehiclePageQuerySchema,
+    VehiclePageSchema,
     VehiclesLatestSchema,
 )
 from web.mappings import MappingRequestSchema, MappingSchema, MeterMappingsQuerySchema, MeterMappingsSchema
@@ -34,8 +37,8 @@ API_VERSION = "1.0.0"
 OPENAPI_VERSION = "3.0.3"
 # Routes that are not part of the API.
 UNDOCUMENTED_ENDPOINTS = frozenset({"static"})
-# Swagger UI from a CDN: the page needs the network only in the reader's browser, not on the server.
-SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+# Swagger UI's files come from the pinned swagger-ui-bundle-v2 package (no CDN: /docs works offline).
+SWAGGER_UI = "/docs/ui"
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -91,10 +94,11 @@ def _error(description: str) -> dict:
 
 
 _DEVICE_ID_SCHEMA = {"type": "string", "pattern": DEVICE_ID_PATTERN, "minLength": 1, "maxLength": 64}
-# The path parameters of the API: device ids and key ids.
+# The path parameters of the API: device ids and key ids (and Swagger UI's file names).
 PATH_PARAMETER_SCHEMAS = {"vehicleId": {**_DEVICE_ID_SCHEMA, "example": "vehicle-1"},
                           "meterId": {**_DEVICE_ID_SCHEMA, "example": "meter-1"},
-                          "keyId": {"type": "string", "pattern": "^[0-9a-f]{16}$", "example": "0123456789abcdef"}}
+                          "keyId": {"type": "string", "pattern": "^[0-9a-f]{16}$", "example": "0123456789abcdef"},
+                          "filename": {"type": "string", "example": "swagger-ui.css"}}
 
 _BAD_ID = _error("The id or a parameter is invalid; `parameter` names it")
 _UNAVAILABLE = _error("Redis or Postgres is unreachable; retry after the Retry-After header's seconds")
@@ -249,6 +253,13 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "responses": {"200": _json(VehiclesLatestSchema, "Readings in the order asked; unknown ids in `missing`"),
                       "400": _BAD_ID, "503": _UNAVAILABLE},
     }, "post": _multi_read_post("vehicles", VehiclesLatestSchema)},
+    "latest.vehicles_page": {"get": {
+        "tags": ["latest"],
+        "summary": "Every vehicle with a reading, its durable latest reading and its meter, in id order, paginated",
+        "parameters": [{"in": "query", "schema": VehiclePageQuerySchema}],
+        "responses": {"200": _json(VehiclePageSchema, "One page; pass `next` as `after` for the following one"),
+                      "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
     "latest.meters_latest": {"get": {
         "tags": ["latest"],
         "summary": f"The newest reading of up to {MAX_IDS_PER_READ} meters in one read",
@@ -309,6 +320,17 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "summary": "This OpenAPI document",
         "responses": {"200": {"description": "OpenAPI 3 document",
                               "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }},
+    "openapi.swagger_ui_asset": {"get": {
+        "tags": ["documentation"],
+        "summary": "One of Swagger UI's files (from the pinned swagger-ui-bundle-v2 package)",
+        "responses": {"200": {"description": "The file", "content": {"*/*": {"schema": {"type": "string"}}}},
+                      "404": _NOT_FOUND},
+    }},
+    "dashboard.index": {"get": {
+        "tags": ["documentation"],
+        "summary": "The fleet dashboard (sign in with a key that has the read scope; docs/dashboard.md)",
+        "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
     }},
     "openapi.docs": {"get": {
         "tags": ["documentation"],
@@ -408,6 +430,12 @@ _DOCS_HTML = """<!doctype html>
 </body>
 </html>
 """
+
+
+@bp.get("/docs/ui/<path:filename>")
+def swagger_ui_asset(filename: str):
+    """Return one of Swagger UI's files from the pinned package."""
+    return send_from_directory(str(swagger_ui_path), filename, max_age=86400)
 
 
 @bp.get("/docs")

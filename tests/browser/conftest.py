@@ -1,0 +1,147 @@
+"""Browser fixtures: the real engine (gunicorn, worker, scheduler) with a simulated fleet, and headless Chromium.
+
+Chromium is Debian's package (``.ci/run`` installs it), driven by Playwright's Python package through
+``executable_path``: no browser is downloaded. Screenshots land in ``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from common.streams import CONSUMER_GROUP, STREAM_KEY
+from simulator.client import EngineClient
+from simulator.mess import MessConfig, Simulation
+from simulator.model import FleetConfig
+from simulator.run import run
+from tests.conftest import TABLES
+from tests.processes import ROOT, Process, free_port, port_answers, process_env, wait_for
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+FLEET_SIZE = 8
+SILENT_MINUTES = 40
+
+
+def launch_chromium(playwright):
+    """Start Debian's headless Chromium with the flags these machines need."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def create_key(env: dict[str, str], name: str, scope: str) -> str | None:
+    """Create a key with the identity CLI (``flask --app web keys create``); None while the engine has no keys."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "web", "keys", "create", "--name", name, "--scope", scope, "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    if result.returncode != 0:
+        if "No such command" in result.stderr:
+            return None
+        raise AssertionError(f"keys create failed: {result.stderr}")
+    return json.loads(result.stdout)["token"]
+
+
+def drained(redis_url: str) -> bool:
+    """Tell whether every stream entry has been written to Postgres and acknowledged."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        groups = client.xinfo_groups(STREAM_KEY)
+    except redis.ResponseError:
+        return False
+    finally:
+        client.close()
+    group = next((g for g in groups if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.encode())), None)
+    return group is not None and group["pending"] == 0 and group["lag"] == 0
+
+
+class Engine:
+    """A running engine: its URL, the keys to use, the simulated fleet, and its processes' logs."""
+
+    def __init__(self, url, env, processes, read_key, write_key, simulation):
+        self.url, self.env, self.processes = url, env, processes
+        self.read_key, self.write_key, self.simulation = read_key, write_key, simulation
+        self.identity = read_key is not None
+
+    def api(self, path: str):
+        """GET ``path`` with the read key; return the decoded JSON."""
+        status, body = EngineClient(self.url, self.read_key).request("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def logs(self) -> str:
+        """Return every process's output (for a failed wait)."""
+        return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes)
+
+
+@pytest.fixture(scope="module")
+def engine(settings, tmp_path_factory):
+    """Start web, worker and scheduler on a free port, map and backfill a day of a small simulated fleet."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table}")
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    port = free_port()
+    env = process_env(settings.database_url, settings.redis_url, port, DRAIN_BLOCK_MS="200")
+    log_dir = tmp_path_factory.mktemp("engine")
+    processes = [Process(name, env, log_dir) for name in ("web", "worker", "scheduler")]
+    try:
+        wait_for(lambda: port_answers(port), 30, message="gunicorn to listen")
+    except AssertionError:
+        raise AssertionError(processes[0].output()) from None
+    write_key = create_key(env, "browser-test-simulator", "admin")
+    read_key = create_key(env, "browser-test-dashboard", "read")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    simulation = Simulation(FleetConfig(vehicles=FLEET_SIZE, seed=5), now - timedelta(hours=24),
+                            MessConfig(meter_replacements=1, silent_vehicles=1),
+                            silent_at=now - timedelta(minutes=SILENT_MINUTES))
+    client = EngineClient(f"http://127.0.0.1:{port}", write_key)
+    run(client, simulation, now, live=False, stop=threading.Event())
+    engine = Engine(f"http://127.0.0.1:{port}", env, processes, read_key, write_key, simulation)
+    try:
+        wait_for(lambda: drained(settings.redis_url), 90, interval=0.2, message="the drain to catch up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{engine.logs()}") from None
+    yield engine
+    for process in processes:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the module."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser tab (its own sessionStorage) at a laptop's size."""
+    # bypass_csp: Playwright polls wait_for_function with eval, which the page's policy (rightly) forbids.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot as a test artifact and return its path."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
