@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install migrate run test lint format clean test-reliability bench bench-smoke
+.PHONY: install migrate run demo test lint format clean test-reliability bench bench-smoke bench-dashboard
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ migrate: install
 run: migrate
 	$(BIN)/flask --app web keys bootstrap-admin --file .data/admin.key
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --procfile Procfile --port $${PORT:-8000} web worker scheduler
+
+# `make run` plus a simulated fleet (DEMO_VEHICLES, default 200): a day backfilled, then live readings.
+# It prints the dashboard's address and the key to sign in with; Ctrl-C stops everything (docs/dashboard.md).
+demo: migrate
+	$(BIN)/python -m simulator.demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,80 @@
+"""``make demo``: from the command to a dashboard showing the simulated fleet within 60 s, and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import psycopg
+import pytest
+import redis
+
+from tests.browser.conftest import screenshot
+from tests.conftest import TABLES
+from tests.processes import ROOT, descendants, free_port, port_answers, process_env, wait_for
+
+pytestmark = pytest.mark.e2e
+DEMO_VEHICLES = 20
+
+
+def test_make_demo_shows_a_live_fleet_within_60_s_and_stops_cleanly(settings, browser, tmp_path):
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table}")
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    port = free_port()
+    env = process_env(settings.database_url, settings.redis_url, port, DEMO_VEHICLES=str(DEMO_VEHICLES),
+                      VIRTUAL_ENV=str(ROOT / ".venv"))
+    log_path = tmp_path / "demo.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        demo = subprocess.Popen(["make", "--no-print-directory", "demo"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    output = lambda: log_path.read_text(errors="replace")  # noqa: E731 - read on every poll
+    tree: list[int] = []
+    try:
+        key_line = wait_for(lambda: re.search(r"sign in with (?:this read key: (\S+)|any text)", output()), 60,
+                            interval=0.2, message="the demo to print its key")
+        key = key_line.group(1) or "demo"
+        assert f"http://127.0.0.1:{port}/" in output()
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#key", key)
+        page.click("#sign-in-form button[type=submit]")
+        remaining_ms = max(1000, (60 - (time.monotonic() - started)) * 1000)
+        # Rows appear as soon as the drain has written the vehicles' first latest readings.
+        page.wait_for_function(f"document.querySelectorAll('#fleet-rows tr').length === {DEMO_VEHICLES}",
+                               timeout=remaining_ms)
+        elapsed = time.monotonic() - started
+        print(f"make demo: dashboard showed {DEMO_VEHICLES} vehicles {elapsed:.1f} s after the command")
+        assert elapsed <= 60
+        screenshot(page, "demo-fleet")
+        context.close()
+        tree = [demo.pid, *descendants(demo.pid)]
+    except BaseException:
+        print(output())
+        raise
+    finally:
+        # Ctrl-C reaches the whole foreground process group: make and the demo.
+        os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(45)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            raise AssertionError(f"make demo did not stop within 45 s:\n{output()}") from None
+    assert "demo: engine stopped" in output(), output()
+    wait_for(lambda: not port_answers(port), 10, message="the web port to close")
+    wait_for(lambda: not [pid for pid in tree if os.path.exists(f"/proc/{pid}") and not _zombie(pid)], 15,
+             message="every process of the demo to exit")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
