@@ -47,6 +47,10 @@ bench: install
 bench-smoke: install
 	$(BIN)/python -m bench.run --size smoke
 
+# The dashboard in headless Chromium with 10,000 simulated vehicles (docs/dashboard.md); about 5 minutes.
+bench-dashboard: install
+	$(BIN)/python -m bench.dashboard
+
 format: install
 	$(BIN)/ruff format .
 

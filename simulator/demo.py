@@ -78,8 +78,11 @@ def admin_key(stop: threading.Event) -> str | None:
 
 
 def read_key(client: EngineClient) -> str | None:
-    """Create the dashboard's ``read`` key through the public API (POST /v1/keys); None if keys are not there."""
-    status, answer = client.request("POST", "/v1/keys", {"name": "demo-dashboard", "scopes": ["read"]})
+    """Create the dashboard's key through the public API (POST /v1/keys); None if keys are not there.
+
+    It can ``read`` (every page) and read ``metrics`` (the fleet page's ingest rate and backlog).
+    """
+    status, answer = client.request("POST", "/v1/keys", {"name": "demo-dashboard", "scopes": ["read", "metrics"]})
     if status in (200, 201) and isinstance(answer, dict) and answer.get("token"):
         return answer["token"]
     if status in (404, 405):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from simulator.client import BATCH_SIZE, EngineClient
@@ -14,11 +15,12 @@ from simulator.model import minutes_between
 log = logging.getLogger("simulator")
 
 
-def provision(client: EngineClient, simulation: Simulation) -> int:
-    """Map every simulated vehicle to its meter through the public API; return how many."""
+def provision(client: EngineClient, simulation: Simulation, parallel: int = 4) -> int:
+    """Map every simulated vehicle to its meter through the public API, ``parallel`` at a time; return how many."""
     pairs = simulation.device_ids()
-    for vehicle_id, meter_id in pairs:
-        client.map_vehicle(vehicle_id, meter_id)
+    with ThreadPoolExecutor(parallel, thread_name_prefix="provision") as pool:
+        for _ in pool.map(lambda pair: client.map_vehicle(*pair), pairs):
+            pass  # map() re-raises the first failure here
     return len(pairs)
 
 

@@ -6,10 +6,7 @@ Chromium is Debian's package (``.ci/run`` installs it), driven by Playwright's P
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +17,7 @@ import redis
 
 from common.streams import CONSUMER_GROUP, STREAM_KEY
 from simulator.client import EngineClient
+from simulator.engine_keys import create_key
 from simulator.mess import MessConfig, Simulation
 from simulator.model import FleetConfig
 from simulator.run import run
@@ -36,19 +34,6 @@ SILENT_MINUTES = 40
 def launch_chromium(playwright):
     """Start Debian's headless Chromium with the flags these machines need."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-
-
-def create_key(env: dict[str, str], name: str, scope: str) -> str | None:
-    """Create a key with the identity CLI (``flask --app web keys create``); None while the engine has no keys."""
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "web", "keys", "create", "--name", name, "--scope", scope, "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )
-    if result.returncode != 0:
-        if "No such command" in result.stderr:
-            return None
-        raise AssertionError(f"keys create failed: {result.stderr}")
-    return json.loads(result.stdout)["token"]
 
 
 def drained(redis_url: str) -> bool:

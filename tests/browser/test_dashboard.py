@@ -7,7 +7,8 @@ import urllib.request
 
 import pytest
 
-from tests.browser.conftest import FLEET_SIZE, create_key, screenshot
+from simulator.engine_keys import create_key
+from tests.browser.conftest import FLEET_SIZE, screenshot
 
 pytestmark = pytest.mark.e2e
 TIMEOUT_MS = 20_000

@@ -426,14 +426,6 @@
     }
   }
 
-  // A bucket's energy under whichever name the history API gives it (kWh).
-  function bucketEnergy(bucket) {
-    for (const name of ["kwhDeliveredDc", "kwhConsumedAc", "energyKwh", "kwh", "dcKwh", "acKwh", "energy"]) {
-      if (typeof bucket[name] === "number") return bucket[name];
-    }
-    return null;
-  }
-
   async function loadVehicleCharts(id, meterId, hours) {
     const to = new Date();
     const from = new Date(to.getTime() - hours * 3600 * 1000);
@@ -462,8 +454,8 @@
     if (!times) {
       const b = vehicleBuckets.buckets.filter((x) => x.count > 0);
       times = b.map((x) => Date.parse(x.start) / 1000);
-      soc = b.map((x) => x.socLast ?? x.soc?.last ?? null);
-      temp = b.map((x) => x.batteryTempAvg ?? x.batteryTemp?.avg ?? null);
+      soc = b.map((x) => x.socLast);
+      temp = b.map((x) => x.batteryTempAvg);
     }
     state.chartSource = {times: times.length, lastSoc: soc.length ? soc[soc.length - 1] : null};
     if (!times.length) {
@@ -480,9 +472,9 @@
     if (vehicleBuckets === null) return;
     const meterBuckets = meterId
       ? await optional("history", `/v1/meters/${encodeURIComponent(meterId)}/readings${query}`) : null;
-    const acByStart = new Map((meterBuckets ? meterBuckets.buckets : []).map((b) => [b.start, bucketEnergy(b)]));
+    const acByStart = new Map((meterBuckets ? meterBuckets.buckets : []).map((b) => [b.start, b.acKwh]));
     const hoursX = vehicleBuckets.buckets.map((b) => Date.parse(b.start) / 1000);
-    const dc = vehicleBuckets.buckets.map(bucketEnergy);
+    const dc = vehicleBuckets.buckets.map((b) => b.dcKwh);
     const ac = vehicleBuckets.buckets.map((b) => acByStart.has(b.start) ? acByStart.get(b.start) : null);
     if (!hoursX.length) { emptyChart("energy", energyNote, "No reading in this range."); return; }
     if (!meterId) { energyNote.textContent = "This vehicle has no meter mapped: only its DC energy is shown."; energyNote.hidden = false; }
