@@ -63,6 +63,20 @@ class Engine:
         assert status == 200, (path, status, body)
         return body
 
+    def efficiency_ratios(self) -> dict[str, float | None]:
+        """Return each vehicle's 24 h efficiency from the source the dashboard reads: the ranking, else each answer."""
+        status, ranking = EngineClient(self.url, self.read_key).request("GET", "/v1/analytics/vehicles?limit=1000")
+        if status == 200:
+            return {v["vehicleId"]: v["efficiencyRatio"] for v in ranking["vehicles"]}
+        return {v: self.api(f"/v1/analytics/performance/{v}?hours=24")["efficiencyRatio"]
+                for v, _ in self.simulation.device_ids()}
+
+    def figures_settled(self) -> bool:
+        """Tell whether the ranking (where there is one) agrees with every vehicle's own answer (rollups caught up)."""
+        own = {v: self.api(f"/v1/analytics/performance/{v}?hours=24")["efficiencyRatio"]
+               for v, _ in self.simulation.device_ids()}
+        return self.efficiency_ratios() == own
+
     def logs(self) -> str:
         """Return every process's output (for a failed wait)."""
         return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes)
@@ -94,6 +108,7 @@ def engine(settings, tmp_path_factory):
     engine = Engine(f"http://127.0.0.1:{port}", env, processes, read_key, write_key, simulation)
     try:
         wait_for(lambda: drained(settings.redis_url), 90, interval=0.2, message="the drain to catch up")
+        wait_for(engine.figures_settled, 60, interval=0.5, message="the fleet figures to include every reading")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{engine.logs()}") from None
     yield engine

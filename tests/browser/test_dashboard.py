@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_sort_by_efficiency_orders_rows_by_the_apis_numbers(engine, page):
     assert page.get_attribute("th[data-sort=efficiency]", "aria-sort") == "ascending"
     shown = page.eval_on_selector_all(
         "#fleet-rows tr", "rows => rows.map(r => [r.dataset.vehicleId, r.querySelector('td.efficiency').textContent])")
-    ratios = {v: engine.api(f"/v1/analytics/performance/{v}?hours=24")["efficiencyRatio"] for v, _ in shown}
+    ratios = engine.efficiency_ratios()
     assert [v for v, _ in shown] == sorted(ratios, key=lambda v: (ratios[v] is None, ratios[v] or 0, v))
     for vehicle_id, text in shown:
         ratio = ratios[vehicle_id]
@@ -117,10 +118,9 @@ def test_vehicle_page_draws_the_apis_numbers(engine, page):
         page.wait_for_function("document.getElementById('chart-soc').dataset.points > 0", timeout=TIMEOUT_MS)
         points = int(page.get_attribute("#chart-soc", "data-points"))
         last_soc = float(page.get_attribute("#chart-soc", "data-last-soc"))
-        readings = []
-        path = f"/v1/vehicles/{vehicle_id}/readings?limit=10000"
-        answer = engine.api(path)
-        readings += answer["readings"]
+        window = page.evaluate("window.dashboard.chartWindow")
+        readings = engine.api(f"/v1/vehicles/{vehicle_id}/readings?limit=10000&from={quote(window['from'])}"
+                              f"&to={quote(window['to'])}")["readings"]
         assert points == len(readings) and 1400 <= points <= 1441
         assert last_soc == readings[-1]["soc"]
         assert page.evaluate("window.dashboard.charts.soc.data[1].length") == points

@@ -9,8 +9,9 @@
   const PAGE_SIZE = 50;
   const LIST_PAGE = 1000;          // GET /v1/vehicles?limit= (its maximum)
   const SILENT_AFTER_MS = 15 * 60 * 1000;
-  const REFRESH_MS = 5000;         // visible rows and the ingest cards
-  const FULL_REFRESH_MS = 60000;   // the vehicle list and the efficiencies
+  const REFRESH_MS = 5000;         // visible rows and the ingest cards (and the list while it is empty)
+  const LIST_REFRESH_MS = 15000;   // the vehicle list and the silent ones (new vehicles appear)
+  const FULL_REFRESH_MS = 60000;   // the efficiencies and the fleet totals
   const PER_VEHICLE_EFFICIENCY_LIMIT = 500; // above this, efficiency is fetched only for the rows on screen
   const $ = (id) => document.getElementById(id);
 
@@ -366,11 +367,14 @@
     }
   }
 
-  async function fullRefresh() {
+  async function refreshList() {
     await loadVehicles();
     renderFleet();
     await loadSilent();
     renderFleet();
+  }
+
+  async function refreshFigures() {
     await loadEfficiencies();
     renderFleet();
     await loadTotals();
@@ -386,12 +390,14 @@
     document.title = "Fleet: energy dashboard";
     renderFleet();
     try {
-      await Promise.all([fullRefresh(), loadIngest()]);
+      await Promise.all([refreshList().then(refreshFigures), loadIngest()]);
     } catch (err) {
       handleError(err);
     }
-    every(REFRESH_MS, () => Promise.all([refreshVisible(), loadIngest()]));
-    every(FULL_REFRESH_MS, fullRefresh);
+    // While no vehicle is known yet (a fleet just starting), look for them every few seconds.
+    every(REFRESH_MS, () => Promise.all([state.vehicles.length ? refreshVisible() : refreshList(), loadIngest()]));
+    every(LIST_REFRESH_MS, refreshList);
+    every(FULL_REFRESH_MS, refreshFigures);
   }
 
   // ---- vehicle ----------------------------------------------------------------------------------
@@ -429,6 +435,7 @@
   async function loadVehicleCharts(id, meterId, hours) {
     const to = new Date();
     const from = new Date(to.getTime() - hours * 3600 * 1000);
+    state.chartWindow = {from: from.toISOString(), to: to.toISOString()};  // what the charts show (tests read it)
     const socNote = $("chart-soc-note"), energyNote = $("chart-energy-note");
     socNote.hidden = true; energyNote.hidden = true;
     const base = `/v1/vehicles/${encodeURIComponent(id)}/readings`;
