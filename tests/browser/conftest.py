@@ -29,6 +29,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 FLEET_SIZE = 8
 SILENT_MINUTES = 40
+# The simulated day is 23 h long, so that every 24 h figure stays the same while the tests run (no reading leaves
+# the window's start): the dashboard's numbers and the ones a test asks for a moment later must be equal.
+HISTORY_HOURS = 23
 
 
 def launch_chromium(playwright):
@@ -100,7 +103,7 @@ def engine(settings, tmp_path_factory):
     write_key = create_key(env, "browser-test-simulator", "admin")
     read_key = create_key(env, "browser-test-dashboard", "read")
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    simulation = Simulation(FleetConfig(vehicles=FLEET_SIZE, seed=5), now - timedelta(hours=24),
+    simulation = Simulation(FleetConfig(vehicles=FLEET_SIZE, seed=5), now - timedelta(hours=HISTORY_HOURS),
                             MessConfig(meter_replacements=1, silent_vehicles=1),
                             silent_at=now - timedelta(minutes=SILENT_MINUTES))
     client = EngineClient(f"http://127.0.0.1:{port}", write_key)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from simulator.engine_keys import create_key
-from tests.browser.conftest import FLEET_SIZE, screenshot
+from tests.browser.conftest import FLEET_SIZE, HISTORY_HOURS, screenshot
 
 pytestmark = pytest.mark.e2e
 TIMEOUT_MS = 20_000
@@ -121,7 +121,7 @@ def test_vehicle_page_draws_the_apis_numbers(engine, page):
         window = page.evaluate("window.dashboard.chartWindow")
         readings = engine.api(f"/v1/vehicles/{vehicle_id}/readings?limit=10000&from={quote(window['from'])}"
                               f"&to={quote(window['to'])}")["readings"]
-        assert points == len(readings) and 1400 <= points <= 1441
+        assert points == len(readings) and HISTORY_HOURS * 60 - 30 <= points <= HISTORY_HOURS * 60 + 1
         assert last_soc == readings[-1]["soc"]
         assert page.evaluate("window.dashboard.charts.soc.data[1].length") == points
     else:
