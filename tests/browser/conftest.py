@@ -98,6 +98,15 @@ def engine(settings, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("engine")
     processes = [Process(name, env, log_dir) for name in ("web", "worker", "scheduler")]
     try:
+        yield _provisioned(settings, env, port, processes)
+    finally:  # also when the setup failed: no process may outlive the module
+        for process in processes:
+            process.stop()
+
+
+def _provisioned(settings, env: dict[str, str], port: int, processes: list[Process]) -> Engine:
+    """Wait for the engine, create keys, map and backfill the simulated fleet; return the engine's handle."""
+    try:
         wait_for(lambda: port_answers(port), 30, message="gunicorn to listen")
     except AssertionError:
         raise AssertionError(processes[0].output()) from None
@@ -115,9 +124,7 @@ def engine(settings, tmp_path_factory):
         wait_for(engine.figures_settled, 60, interval=0.5, message="the fleet figures to stop changing")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{engine.logs()}") from None
-    yield engine
-    for process in processes:
-        process.stop()
+    return engine
 
 
 @pytest.fixture(scope="module")
