@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -34,7 +35,6 @@ def test_make_demo_shows_a_live_fleet_within_60_s_and_stops_cleanly(settings, br
         demo = subprocess.Popen(["make", "--no-print-directory", "demo"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     output = lambda: log_path.read_text(errors="replace")  # noqa: E731 - read on every poll
-    tree: list[int] = []
     try:
         key_line = wait_for(lambda: re.search(r"sign in with (?:this read key: (\S+)|any text)", output()), 60,
                             interval=0.2, message="the demo to print its key")
@@ -56,17 +56,19 @@ def test_make_demo_shows_a_live_fleet_within_60_s_and_stops_cleanly(settings, br
         assert elapsed <= 60
         screenshot(page, "demo-fleet")
         context.close()
-        tree = [demo.pid, *descendants(demo.pid)]
     except BaseException:
         print(output())
         raise
     finally:
+        tree = [demo.pid, *descendants(demo.pid)]
         # Ctrl-C reaches the whole foreground process group: make and the demo.
         os.killpg(demo.pid, signal.SIGINT)
         try:
             demo.wait(45)
         except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
+            for pid in tree:  # the engine runs in a session of its own: kill it by pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             raise AssertionError(f"make demo did not stop within 45 s:\n{output()}") from None
     assert "demo: engine stopped" in output(), output()
     wait_for(lambda: not port_answers(port), 10, message="the web port to close")
