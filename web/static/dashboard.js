@@ -395,7 +395,9 @@
       handleError(err);
     }
     // While no vehicle is known yet (a fleet just starting), look for them every few seconds.
-    every(REFRESH_MS, () => Promise.all([state.vehicles.length ? refreshVisible() : refreshList(), loadIngest()]));
+    // Silent devices come from Redis like the rows on screen: both every few seconds.
+    every(REFRESH_MS, () => Promise.all([
+      state.vehicles.length ? loadSilent().then(refreshVisible) : refreshList(), loadIngest()]));
     every(LIST_REFRESH_MS, refreshList);
     every(FULL_REFRESH_MS, refreshFigures);
   }
