@@ -40,6 +40,16 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
+def empty_stores(settings) -> None:
+    """Empty the session's tables and its private Redis db (the other tests expect them empty)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table}")
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+    client.close()
+
+
 def drained(redis_url: str) -> bool:
     """Tell whether every stream entry has been written to Postgres and acknowledged."""
     client = redis.Redis.from_url(redis_url)
@@ -89,19 +99,17 @@ class Engine:
 @pytest.fixture(scope="module")
 def engine(settings, tmp_path_factory):
     """Start web, worker and scheduler on a free port, map and backfill a day of a small simulated fleet."""
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        for table in TABLES:
-            conn.execute(f"DELETE FROM {table}")
-    redis.Redis.from_url(settings.redis_url).flushdb()
+    empty_stores(settings)
     port = free_port()
     env = process_env(settings.database_url, settings.redis_url, port, DRAIN_BLOCK_MS="200")
     log_dir = tmp_path_factory.mktemp("engine")
     processes = [Process(name, env, log_dir) for name in ("web", "worker", "scheduler")]
     try:
         yield _provisioned(settings, env, port, processes)
-    finally:  # also when the setup failed: no process may outlive the module
+    finally:  # also when the setup failed: no process may outlive the module, no row the next tests
         for process in processes:
             process.stop()
+        empty_stores(settings)
 
 
 def _provisioned(settings, env: dict[str, str], port: int, processes: list[Process]) -> Engine:

@@ -9,12 +9,9 @@ import signal
 import subprocess
 import time
 
-import psycopg
 import pytest
-import redis
 
-from tests.browser.conftest import screenshot
-from tests.conftest import TABLES
+from tests.browser.conftest import empty_stores, screenshot
 from tests.processes import ROOT, descendants, free_port, port_answers, process_env, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -22,10 +19,7 @@ DEMO_VEHICLES = 20
 
 
 def test_make_demo_shows_a_live_fleet_within_60_s_and_stops_cleanly(settings, browser, tmp_path):
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        for table in TABLES:
-            conn.execute(f"DELETE FROM {table}")
-    redis.Redis.from_url(settings.redis_url).flushdb()
+    empty_stores(settings)
     port = free_port()
     env = process_env(settings.database_url, settings.redis_url, port, DEMO_VEHICLES=str(DEMO_VEHICLES),
                       VIRTUAL_ENV=str(ROOT / ".venv"))
@@ -70,6 +64,8 @@ def test_make_demo_shows_a_live_fleet_within_60_s_and_stops_cleanly(settings, br
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             raise AssertionError(f"make demo did not stop within 45 s:\n{output()}") from None
+        finally:
+            empty_stores(settings)  # the other tests expect empty tables
     assert "demo: engine stopped" in output(), output()
     wait_for(lambda: not port_answers(port), 10, message="the web port to close")
     wait_for(lambda: not [pid for pid in tree if os.path.exists(f"/proc/{pid}") and not _zombie(pid)], 15,
