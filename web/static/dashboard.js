@@ -487,12 +487,13 @@
     const ac = vehicleBuckets.buckets.map((b) => acByStart.has(b.start) ? acByStart.get(b.start) : null);
     if (!hoursX.length) { emptyChart("energy", energyNote, "No reading in this range."); return; }
     if (!meterId) { energyNote.textContent = "This vehicle has no meter mapped: only its DC energy is shown."; energyNote.hidden = false; }
-    const bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({size: [0.4, 40]}) : undefined;
+    // AC bars wide behind, DC bars narrow in front: the gap between them is the charging loss.
+    const bars = (size) => uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({size: [size, 40]}) : undefined;
     drawChart("energy", $("chart-energy"), {
       scales: {x: {time: true}},
       axes: [{}, {label: "kWh"}],
-      series: [{}, {label: "AC kWh", stroke: "#0a5cc2", fill: "rgba(10,92,194,0.35)", paths: bars},
-        {label: "DC kWh", stroke: "#9a6700", fill: "rgba(154,103,0,0.35)", paths: bars}],
+      series: [{}, {label: "AC kWh", stroke: "#0a5cc2", fill: "rgba(10,92,194,0.35)", paths: bars(0.7)},
+        {label: "DC kWh", stroke: "#9a6700", fill: "rgba(154,103,0,0.6)", paths: bars(0.35)}],
     }, [hoursX, ac, dc]);
   }
 
