@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from simulator.client import EngineClient
+from simulator.engine_keys import create_key
 from simulator.mess import MessConfig, Simulation
 from simulator.model import FleetConfig
 from simulator.run import run
@@ -69,7 +70,7 @@ def wait_until_up(client: EngineClient, engine: subprocess.Popen, stop: threadin
 
 def admin_key(stop: threading.Event) -> str | None:
     """Return the admin key ``make run`` wrote, or None if this engine has no keys (waits briefly for the file)."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not stop.is_set():
         if ADMIN_KEY_FILE.exists() and ADMIN_KEY_FILE.read_text().strip():
             return ADMIN_KEY_FILE.read_text().strip()
@@ -109,7 +110,10 @@ def main() -> int:
             return 0 if stop.is_set() else 1
         # An engine without keys answers a read without one; only then is there no admin key to wait for.
         if client.request("GET", "/v1/vehicles?limit=1")[0] == 401:
+            # `make run` writes the file only when the database has no admin key yet; else make one for the demo.
             client.key = admin_key(stop)
+            if client.key is None or client.request("GET", "/v1/keys?limit=1")[0] != 200:
+                client.key = create_key(dict(os.environ), "demo-simulator", "admin")
             if client.key is None:
                 print(f"demo: the engine needs keys but {ADMIN_KEY_FILE} did not appear", file=sys.stderr)
                 return 1

@@ -38,8 +38,10 @@ from web.errors import error_response
 # URL-safe characters of secret (256 random bits).
 TOKEN_PREFIX = "eik_"
 TOKEN_REGEX = re.compile(r"eik_([0-9a-f]{16})_[A-Za-z0-9_-]{43}\Z")
-# Reachable without a key: liveness and the API's documentation. Nothing else.
-PUBLIC_ENDPOINTS = frozenset({"ops.healthz", "openapi.openapi_json", "openapi.docs", "static"})
+# Reachable without a key: liveness, the API's documentation (with Swagger UI's files) and the dashboard's page and
+# static files (the page then reads the API with the key its user signs in with). Nothing else.
+PUBLIC_ENDPOINTS = frozenset({"ops.healthz", "openapi.openapi_json", "openapi.docs", "openapi.swagger_ui_asset",
+                              "dashboard.index", "static"})
 # What a device key may reach: ingest (its own readings, checked by forbid_other_devices) and its
 # own latest state (the view argument that names the device).
 DEVICE_LATEST_ENDPOINTS = {"latest.vehicle_latest": (VEHICLE, "vehicle_id"),
