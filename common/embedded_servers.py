@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +64,11 @@ def redis_answers(url: str) -> bool:
             client.close()
     except (redis.RedisError, OSError):
         return False
+
+
+def _redacted(url: str) -> str:
+    """Return ``url`` without its password, for printing."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _free_port() -> int:
@@ -242,7 +248,7 @@ def ensure_servers(env: dict[str, str] | None = None, data_dir: Path = DATA_DIR)
     pg, valkey = EmbeddedPostgres(data_dir), EmbeddedValkey(data_dir)
     with _locked(data_dir):
         if env.get("DATABASE_URL"):
-            database_url, pg_source = env["DATABASE_URL"], "DATABASE_URL"
+            database_url, pg_source = env["DATABASE_URL"], f"DATABASE_URL ({_redacted(env['DATABASE_URL'])})"
         elif postgres_answers(DEFAULT_DATABASE_URL):
             database_url, pg_source = DEFAULT_DATABASE_URL, "local server at 127.0.0.1:5432"
         else:
@@ -252,7 +258,7 @@ def ensure_servers(env: dict[str, str] | None = None, data_dir: Path = DATA_DIR)
                 started.append("postgres")
             database_url, pg_source = pg.url(port), f"embedded PostgreSQL in {pg.pgdata}"
         if env.get("REDIS_URL"):
-            redis_url, redis_source = env["REDIS_URL"], "REDIS_URL"
+            redis_url, redis_source = env["REDIS_URL"], f"REDIS_URL ({_redacted(env['REDIS_URL'])})"
         elif redis_answers(DEFAULT_REDIS_URL):
             redis_url, redis_source = DEFAULT_REDIS_URL, "local server at 127.0.0.1:6379"
         else:
