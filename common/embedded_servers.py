@@ -26,7 +26,7 @@ import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("EMBEDDED_DATA_DIR") or ROOT / ".data")
+DATA_DIR = ROOT / ".data"
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/energy"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _UNPRIVILEGED_USER = "nobody"
