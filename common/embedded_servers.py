@@ -152,6 +152,12 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.log.touch()
         if os.geteuid() == 0:
+            closed = [p for p in self.pgdata.resolve().parents if not p.stat().st_mode & 0o001]
+            if closed:
+                raise EmbeddedServerError(
+                    f"PostgreSQL cannot run as root and {_UNPRIVILEGED_USER} cannot enter {closed[0]}: "
+                    f"`chmod o+x {closed[0]}`, run as another user, or set DATABASE_URL"
+                )
             # The folder belongs to the unprivileged server user; nothing above it is opened up.
             shutil.chown(self.log, _UNPRIVILEGED_USER, "nogroup")
             for path in [self.pgdata, *self.pgdata.rglob("*")]:
