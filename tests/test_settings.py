@@ -59,7 +59,8 @@ def test_gunicorn_and_the_pool_read_their_settings_from_the_environment(monkeypa
     import importlib.util
     from pathlib import Path
 
-    for name, value in {"WEB_CONCURRENCY": "3", "WEB_THREADS": "8", "WEB_TIMEOUT": "7", "PORT": "9123"}.items():
+    env = {"WEB_CONCURRENCY": "3", "WEB_THREADS": "8", "WEB_TIMEOUT": "7", "PORT": "9123", "WEB_HOST": "0.0.0.0"}
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     path = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
     spec = importlib.util.spec_from_file_location("gunicorn_conf_settings_test", path)
