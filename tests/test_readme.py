@@ -22,15 +22,16 @@ def test_the_block_is_split_into_commands_and_their_outputs():
     assert any(command.startswith("psql \"$DATABASE_URL\"") for command, _ in steps)
 
 
-def test_the_first_session_prints_what_the_readme_says(settings, db, redis_client, tmp_path):
+def test_the_first_session_prints_what_the_readme_says(settings, db, redis_client, admin_token, tmp_path):
     port = free_port()
     env = process_env(settings.database_url, settings.redis_url, port, DRAIN_BLOCK_MS="100")
     processes = [Process(name, env, tmp_path) for name in ("web", "worker", "scheduler")]
     try:
         wait_for(lambda: port_answers(port), 30, message="gunicorn to listen")
-        # The session runs where `make run` would have left .data/: the servers' URLs.
+        # The session runs where `make run` would have left .data/: the servers' URLs and the admin key.
         session_dir = tmp_path / "repo"
         (session_dir / ".data").mkdir(parents=True)
+        (session_dir / ".data" / "admin.key").write_text(admin_token + "\n")
         (session_dir / ".data" / "run.env").write_text(
             f"export DATABASE_URL='{settings.database_url}'\nexport REDIS_URL='{settings.redis_url}'\n"
         )
