@@ -253,7 +253,7 @@ def test_metrics_are_deployment_wide_with_several_gunicorn_workers(settings, db,
         # Workers that served no scrape flush their counts within a second.
         wait_for(lambda: accepted() == (sent, sent), 15, interval=0.2, message=f"{sent} readings of each kind")
         bad = urllib.request.Request(f"http://127.0.0.1:{port}/v1/telemetry", data=b"[{}]", method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **bearer(admin_token)})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(bad, timeout=10)
         assert refused.value.code == 400
