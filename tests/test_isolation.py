@@ -83,10 +83,10 @@ def open_dir():
 def test_embedded_servers_keep_their_data_between_runs(open_dir):
     tmp_path = open_dir
     valkey, postgres = EmbeddedValkey(tmp_path), EmbeddedPostgres(tmp_path)
-    port = valkey.start()
-    redis.Redis(port=port).set("accepted-reading", "kept")
-    pg_port = postgres.start()
     try:
+        port = valkey.start()
+        redis.Redis(port=port).set("accepted-reading", "kept")
+        pg_port = postgres.start()
         with psycopg.connect(postgres.url(pg_port, "postgres"), autocommit=True) as conn:
             conn.execute("CREATE TABLE kept (v int)")
             conn.execute("INSERT INTO kept VALUES (7)")
