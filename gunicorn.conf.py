@@ -1,10 +1,8 @@
-"""Gunicorn settings for the web process, from the environment (WEB_HOST, PORT, WEB_CONCURRENCY, WEB_THREADS...)."""
+"""Gunicorn settings for the web process, from common/settings.py (WEB_HOST, PORT, WEB_*, LOG_FORMAT, LOG_LEVEL)."""
 
 import contextlib
 import gc
 import logging
-import multiprocessing
-import os
 
 from gunicorn.glogging import Logger
 
@@ -18,18 +16,18 @@ install_json_errors()
 _settings = Settings.from_env()
 # Loopback unless WEB_HOST says otherwise (compose and the image say 0.0.0.0; Heroku's DYNO implies it).
 bind = f"{_settings.web_host}:{_settings.port}"
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+workers = _settings.web_concurrency
 # Threaded workers keep HTTP connections alive between requests (the sync worker closes each one):
 # a dashboard or device that reuses its connection skips the TCP handshake, which on this
 # machine was most of a latest-state read (p50 1.3 -> 0.9 ms for an empty GET, bench/README.md).
 # The GIL is released while a thread waits for Redis or Postgres, so a few threads a process
 # also overlap those waits.
-worker_class = os.environ.get("WEB_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("WEB_THREADS", "4"))
+worker_class = _settings.web_worker_class
+threads = _settings.web_threads
 # Requests are short (one Redis round trip); a stuck one is killed after this many seconds.
-timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+timeout = _settings.web_timeout
 # On SIGTERM, gunicorn stops accepting and in-flight requests get this long to finish.
-graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
+graceful_timeout = _settings.web_graceful_timeout
 keepalive = 5
 # Bounded request heads. gunicorn's pure-Python parser costs the square of a line's length, so the
 # line keeps gunicorn's largest finite limit (8190 bytes; no limit let one 16 MB line hold a worker
@@ -40,7 +38,7 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 40
 limit_request_field_size = 8190
-# The app logs one JSON line per request itself (web/request_log.py): no access log.
+# The app logs each failed request itself (web/request_log.py): no access log.
 accesslog = None
 errorlog = "-"
 # Gunicorn 27's control socket defaults to one fixed path per user, which two servers on one
@@ -48,20 +46,17 @@ errorlog = "-"
 control_socket_disable = True
 
 # Gunicorn's own lines (boot, worker exits, timeouts) and the app's go to stdout, as JSON lines
-# like every other process (LOG_FORMAT=text for plain text).
-_formatter = (
-    {"()": "common.logging.JsonFormatter", "process": "web"}
-    if os.environ.get("LOG_FORMAT", "json").lower() == "json"
-    else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-)
+# like every other process, or readable text (LOG_FORMAT: auto, json, text).
+_formatter_class = "JsonFormatter" if _settings.resolved_log_format() == "json" else "TextFormatter"
+_formatter = {"()": f"common.logging.{_formatter_class}", "process": "web"}
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"main": _formatter},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stdout"}},
-    "root": {"level": os.environ.get("LOG_LEVEL", "INFO").upper(), "handlers": ["stdout"]},
+    "root": {"level": _settings.log_level, "handlers": ["stdout"]},
     "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "gunicorn.error": {"level": _settings.log_level, "handlers": ["stdout"], "propagate": False},
         # web/request_log.py writes the request lines (with the request id); no second access line.
         "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
     },

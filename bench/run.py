@@ -126,7 +126,8 @@ class Bench:
         self.processes = ProcessSet(self.env, self.run_dir / "logs")
         self.rss = RssSampler(self.processes)
         self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
-        self.results: dict = {"size": size.name, "parameters": size.__dict__, "figures": {}, "phases": {}}
+        self.results: dict = {"size": size.name, "launcher": args.launcher, "parameters": size.__dict__,
+                              "figures": {}, "phases": {}}
         self.today = self.started.replace(hour=0, minute=0, second=0, microsecond=0)
 
     # -- setup ----------------------------------------------------------------------------------
@@ -181,20 +182,27 @@ class Bench:
         self.device_tokens_file.write_text(json.dumps({k["device"]["id"]: k["token"] for k in created}))
         log(f"== {len(created):,} device keys and an admin key created in {time.perf_counter() - started:.1f}s")
 
+    def engine_command(self, role: str) -> str:
+        """Return the command of a Procfile role: under honcho as `make run` runs it (default), or bare."""
+        if self.args.launcher == "honcho":
+            # honcho relays the process's output line by line, as under `make run`; its CPU counts in the role's.
+            return f"honcho start --no-colour --procfile Procfile --port {self.port} {role}"
+        return procfile_commands()[role]
+
     def start_engine(self) -> None:
         """Start web, workers and scheduler from the Procfile and wait until they work."""
-        commands = procfile_commands()
-        self.processes.start("web", commands["web"])
+        self.processes.start("web", self.engine_command("web"))
         for _ in range(self.args.workers):
-            self.processes.start("worker", commands["worker"])
-        self.processes.start("scheduler", commands["scheduler"])
+            self.processes.start("worker", self.engine_command("worker"))
+        self.processes.start("scheduler", self.engine_command("scheduler"))
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz"), 60, "gunicorn to answer /healthz")
         self.wait_for_drains()
-        log(f"== engine up: gunicorn on :{self.port}, {self.args.workers} rq workers, rq cron scheduler")
+        log(f"== engine up ({self.args.launcher}): gunicorn on :{self.port}, {self.args.workers} rq workers, "
+            "rq cron scheduler")
 
     def start_workers(self) -> None:
         """Start the Procfile's worker process ``--workers`` times."""
-        command = procfile_commands()["worker"]
+        command = self.engine_command("worker")
         for _ in range(self.args.workers):
             self.processes.start("worker", command)
 
@@ -741,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
                         help="a Redis db the bench may flush (never db 0)")
     parser.add_argument("--workers", type=int, default=2, help="rq worker processes")
+    parser.add_argument("--launcher", choices=("honcho", "direct"), default="honcho",
+                        help="run the engine's processes under honcho, as `make run` does (default), or directly")
     parser.add_argument("--history-devices", type=int, help="devices per stream in the analytics day")
     parser.add_argument("--history-minutes", type=int, help="minutes of history per device (1440 = a day)")
     parser.add_argument("--backlog", type=int, help="readings in the catch-up backlog")

@@ -7,6 +7,17 @@ import redis
 from common.settings import Settings
 
 
+def tls_options(settings: Settings) -> dict:
+    """Return redis-py's certificate options for a ``rediss://`` URL (REDIS_SSL_CERT_REQS, REDIS_SSL_CA_CERTS)."""
+    if not settings.redis_url.startswith("rediss://"):
+        return {}
+    # Heroku Redis presents a self-signed certificate: it needs REDIS_SSL_CERT_REQS=none (the link is still encrypted).
+    options = {"ssl_cert_reqs": settings.redis_ssl_cert_reqs}
+    if settings.redis_ssl_ca_certs:
+        options["ssl_ca_certs"] = settings.redis_ssl_ca_certs
+    return options
+
+
 def data_client(settings: Settings, socket_timeout: float | None = None) -> redis.Redis:
     """Return a client for latest state and the stream; responses are decoded to ``str``."""
     return redis.Redis.from_url(
@@ -15,6 +26,7 @@ def data_client(settings: Settings, socket_timeout: float | None = None) -> redi
         socket_timeout=socket_timeout or settings.redis_socket_timeout,
         socket_connect_timeout=min(2.0, settings.redis_socket_timeout),
         health_check_interval=30,
+        **tls_options(settings),
     )
 
 
@@ -25,4 +37,5 @@ def rq_client(settings: Settings) -> redis.Redis:
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=min(2.0, settings.redis_socket_timeout),
         health_check_interval=30,
+        **tls_options(settings),
     )

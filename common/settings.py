@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class SettingsError(ValueError):
@@ -105,7 +105,8 @@ class Settings:
     max_vehicle_power_kw: float = 4_000.0
     # Signs the history API's page cursors; every web process must share it. Empty: derived from DATABASE_URL.
     cursor_secret: str = ""
-    log_format: str = "json"
+    # auto: readable text with fields on a terminal, JSON lines otherwise (common/logging.py).
+    log_format: str = "auto"
     log_level: str = "INFO"
     # A device's latest hash leaves Redis after this many days without a reading (reads then come
     # from Postgres *_latest), so new device ids cannot grow Redis without bound.
@@ -118,6 +119,24 @@ class Settings:
     auth_cache_size: int = 100_000
     auth_revocation_poll_ms: int = 1000
     trusted_proxy_hops: int = 0
+    # The scheduler logs one ingest summary line per this many seconds while readings flow (0: never).
+    log_summary_seconds: int = 10
+    # rediss:// (TLS, e.g. Heroku Redis): how the server certificate is checked.
+    redis_ssl_cert_reqs: str = "required"
+    redis_ssl_ca_certs: str = ""
+    # gunicorn (gunicorn.conf.py reads these through Settings).
+    web_concurrency: int = field(default_factory=lambda: (os.cpu_count() or 1) * 2)
+    web_threads: int = 4
+    web_worker_class: str = "gthread"
+    web_timeout: int = 30
+    web_graceful_timeout: int = 20
+    # The web process's Postgres pool (web/db.py), per gunicorn worker.
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 4
+    db_pool_timeout: float = 2.0
+    db_connect_timeout: int = 2
+    db_statement_timeout_ms: int = 10_000
+    db_pool_check_idle_seconds: float = 2.0
 
     def cursor_key(self) -> bytes:
         """Return the key that signs page cursors (the same in every process of a deployment)."""
@@ -156,7 +175,7 @@ class Settings:
             max_meter_power_kw=_float(env, "MAX_METER_POWER_KW", d.max_meter_power_kw, 0.001),
             max_vehicle_power_kw=_float(env, "MAX_VEHICLE_POWER_KW", d.max_vehicle_power_kw, 0.001),
             cursor_secret=env.get("CURSOR_SECRET") or d.cursor_secret,
-            log_format=_choice(env, "LOG_FORMAT", d.log_format, ("json", "text")),
+            log_format=_choice(env, "LOG_FORMAT", d.log_format, ("auto", "json", "text")),
             log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
             latest_ttl_days=_int(env, "LATEST_TTL_DAYS", d.latest_ttl_days, 1),
             device_key_rate_limit=_rate(env, "DEVICE_KEY_RATE_LIMIT", d.device_key_rate_limit),
@@ -166,4 +185,35 @@ class Settings:
             auth_cache_size=_int(env, "AUTH_CACHE_SIZE", d.auth_cache_size, 1),
             auth_revocation_poll_ms=_int(env, "AUTH_REVOCATION_POLL_MS", d.auth_revocation_poll_ms, 10),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", d.trusted_proxy_hops, 0),
+            log_summary_seconds=_int(env, "LOG_SUMMARY_SECONDS", d.log_summary_seconds, 0),
+            redis_ssl_cert_reqs=_choice(env, "REDIS_SSL_CERT_REQS", d.redis_ssl_cert_reqs, ("required", "none")),
+            redis_ssl_ca_certs=(env.get("REDIS_SSL_CA_CERTS") or "").strip(),
+            web_concurrency=_int(env, "WEB_CONCURRENCY", d.web_concurrency, 1),
+            web_threads=_int(env, "WEB_THREADS", d.web_threads, 1),
+            web_worker_class=_choice(env, "WEB_WORKER_CLASS", d.web_worker_class, ("gthread", "sync")),
+            web_timeout=_int(env, "WEB_TIMEOUT", d.web_timeout, 1),
+            web_graceful_timeout=_int(env, "WEB_GRACEFUL_TIMEOUT", d.web_graceful_timeout, 0),
+            db_pool_min_size=_int(env, "DB_POOL_MIN_SIZE", d.db_pool_min_size, 0),
+            db_pool_max_size=_int(env, "DB_POOL_MAX_SIZE", d.db_pool_max_size, 1),
+            db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", d.db_pool_timeout, 0.1),
+            db_connect_timeout=_int(env, "DB_CONNECT_TIMEOUT", d.db_connect_timeout, 1),
+            db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms, 0),
+            db_pool_check_idle_seconds=_float(env, "DB_POOL_CHECK_IDLE_SECONDS", d.db_pool_check_idle_seconds, 0.0),
         )
+
+    def __post_init__(self):
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise SettingsError(
+                f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) must be <= DB_POOL_MAX_SIZE ({self.db_pool_max_size})"
+            )
+        if self.redis_ssl_ca_certs and not os.path.isfile(self.redis_ssl_ca_certs):
+            raise SettingsError(f"REDIS_SSL_CA_CERTS must name a readable file, got {self.redis_ssl_ca_certs!r}")
+
+    def resolved_log_format(self, stream=None) -> str:
+        """Return ``json`` or ``text``: ``auto`` is text when ``stream`` (default stdout) is a terminal."""
+        if self.log_format != "auto":
+            return self.log_format
+        import sys
+
+        stream = stream or sys.stdout
+        return "text" if hasattr(stream, "isatty") and stream.isatty() else "json"

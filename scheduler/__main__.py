@@ -18,6 +18,7 @@ from rq.cron import CronScheduler
 from common.logging import configure_logging
 from common.redis_clients import rq_client
 from common.settings import Settings
+from scheduler.summary import IngestSummary
 
 log = logging.getLogger("scheduler")
 
@@ -32,8 +33,8 @@ def build_scheduler(connection: redis.Redis) -> CronScheduler:
     return scheduler
 
 
-def run(scheduler: CronScheduler, stop: threading.Event) -> None:
-    """Enqueue due jobs until ``stop`` is set; while Redis is unreachable, wait and retry."""
+def run(scheduler: CronScheduler, stop: threading.Event, summary: IngestSummary | None = None) -> None:
+    """Enqueue due jobs (and log the ingest summary) until ``stop`` is set; while Redis is unreachable, retry."""
     backoff = 1.0
     registered = False
     while not stop.is_set():
@@ -46,6 +47,8 @@ def run(scheduler: CronScheduler, stop: threading.Event) -> None:
             if scheduler.enqueue_jobs():
                 scheduler.save()
             scheduler.heartbeat()
+            if summary is not None:
+                summary.tick()
             if backoff > 1.0:
                 log.info("redis is back; scheduling resumes")
             backoff = 1.0
@@ -67,7 +70,8 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run(build_scheduler(rq_client(settings)), stop)
+    connection = rq_client(settings)
+    run(build_scheduler(connection), stop, IngestSummary(connection, settings.log_summary_seconds))
     return 0
 
 

@@ -1,7 +1,11 @@
 """Fixtures: a private Postgres database and Redis db per test session, cleaned around each test.
 
-The servers are the local ones (or TEST_DATABASE_URL / TEST_REDIS_URL); where neither answers
-and a Docker engine exists, testcontainers starts them.
+The servers are TEST_DATABASE_URL / TEST_REDIS_URL when given, else the local ones when they answer,
+else embedded PostgreSQL and Valkey under .data/ (common/embedded_servers.py). A session creates its
+own database, and claims a Redis db that holds no keys with a lock key (SET NX, in one script with
+the emptiness check), so two sessions on one machine never share one; it only ever flushes that db.
+An explicit TEST_REDIS_URL is used as given (and flushed: whoever named it gave it to the tests);
+TEST_REDIS_SERVER names the server to claim a db on.
 """
 
 from __future__ import annotations
@@ -18,53 +22,69 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from common.database import release
+from common.embedded_servers import ensure_servers
 from common.settings import Settings
 
-SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+EXPLICIT_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+EXPLICIT_REDIS_URL = os.environ.get("TEST_REDIS_URL")
+# A Redis server to claim a db on (instead of the local or embedded one), e.g. a private server.
+REDIS_SERVER_URL = os.environ.get("TEST_REDIS_SERVER")
 TABLES = ("meter_readings", "vehicle_readings", "meter_latest", "vehicle_latest", "vehicle_meter_map",
           "reading_conflicts")
+SESSION_LOCK_KEY = "energy-tests:session-lock"
+SESSION_LOCK_SECONDS = 3600
+SESSION_TOKEN = uuid.uuid4().hex
+# db 0 is `make run`'s; the benchmark uses 8 and 13 by default.
+_CLAIMABLE_DBS = (15, 14, 12, 11, 10, 9, 7, 6, 5, 4, 3, 2, 1)
+# Claim a db only if it is empty, atomically; the lock key is the session's mark on it.
+_CLAIM = "if redis.call('DBSIZE') == 0 then return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) end"
+# Empty the session's own db and put its mark back in the same step, so no other session can claim it meanwhile.
+_RESET = "redis.call('FLUSHDB') redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1"
 
 
-def _postgres_answers(url: str) -> bool:
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-        return True
-    except psycopg.OperationalError:
-        return False
+def _with_db(url: str, db: int) -> str:
+    return f"{url.rsplit('/', 1)[0]}/{db}" if url.rsplit("/", 1)[-1].isdigit() else f"{url.rstrip('/')}/{db}"
 
 
-def _redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
-    except redis.RedisError:
-        return False
+def claim_redis_db(base_url: str) -> str:
+    """Return the URL of an empty Redis db this session now holds (its lock key set)."""
+    for db in _CLAIMABLE_DBS:
+        client = redis.Redis.from_url(_with_db(base_url, db))
+        try:
+            if client.eval(_CLAIM, 1, SESSION_LOCK_KEY, SESSION_TOKEN, SESSION_LOCK_SECONDS):
+                return _with_db(base_url, db)
+        finally:
+            client.close()
+    pytest.fail(f"no empty Redis db left to claim on {base_url} (every db 1-15 holds keys); set TEST_REDIS_URL")
+
+
+def reset_redis_db(client: redis.Redis) -> None:
+    """Empty the session's Redis db: keep the claim's lock key when the session claimed the db."""
+    if EXPLICIT_REDIS_URL:
+        client.flushdb()
+    else:
+        client.eval(_RESET, 1, SESSION_LOCK_KEY, SESSION_TOKEN, SESSION_LOCK_SECONDS)
 
 
 @pytest.fixture(scope="session")
 def servers():
-    """Return (postgres server URL, redis URL), starting containers only when no server answers."""
-    pg_url, redis_url, containers = SERVER_URL, REDIS_URL, []
-    if not _postgres_answers(pg_url) or not _redis_answers(redis_url):
-        try:
-            from testcontainers.postgres import PostgresContainer
-            from testcontainers.redis import RedisContainer
-        except ImportError as exc:  # pragma: no cover - testcontainers is in requirements.txt
-            pytest.fail(f"no PostgreSQL/Redis answer and testcontainers is missing: {exc}")
-        try:
-            if not _postgres_answers(pg_url):
-                pg = PostgresContainer("postgres:16", driver=None).start()
-                containers.append(pg)
-                pg_url = pg.get_connection_url()
-            if not _redis_answers(redis_url):
-                rc = RedisContainer("redis:7").start()
-                containers.append(rc)
-                redis_url = f"redis://{rc.get_container_host_ip()}:{rc.get_exposed_port(6379)}/15"
-        except Exception as exc:  # noqa: BLE001 - any Docker failure means the same thing here
-            pytest.fail(f"PostgreSQL ({SERVER_URL}) or Redis ({REDIS_URL}) does not answer and Docker failed: {exc}")
+    """Return (postgres server URL, redis URL of this session's own db)."""
+    env = {"DATABASE_URL": EXPLICIT_DATABASE_URL or "", "REDIS_URL": EXPLICIT_REDIS_URL or REDIS_SERVER_URL or ""}
+    choice = ensure_servers(env)
+    pg_url = EXPLICIT_DATABASE_URL or make_conninfo(choice.database_url, dbname="postgres")
+    redis_url = EXPLICIT_REDIS_URL or claim_redis_db(choice.redis_url)
     yield pg_url, redis_url
-    for container in containers:
-        container.stop()
+    if not EXPLICIT_REDIS_URL:
+        client = redis.Redis.from_url(redis_url)
+        if client.get(SESSION_LOCK_KEY) == SESSION_TOKEN.encode():
+            client.flushdb()  # the db this session claimed, lock key included
+        client.close()
+
+
+def pytest_report_header(config):
+    """Say which servers the session uses (the Redis db is chosen when the first test needs it)."""
+    return f"test servers: TEST_DATABASE_URL={EXPLICIT_DATABASE_URL or '(auto)'} " \
+           f"TEST_REDIS_URL={EXPLICIT_REDIS_URL or '(claims an empty db)'}"
 
 
 @pytest.fixture(scope="session")
@@ -104,11 +124,11 @@ def db(settings):
 
 @pytest.fixture
 def redis_client(settings):
-    """A decoded client on the test Redis db, flushed before and after the test."""
+    """A decoded client on the session's Redis db, emptied before and after the test."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    client.flushdb()
+    reset_redis_db(client)
     yield client
-    client.flushdb()
+    reset_redis_db(client)
     client.close()
 
 

@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG_TAIL_CHARS = 4000
+# Processes started and not yet stopped: a wait that times out prints their log tails.
+_RUNNING: list[Process] = []
 
 
 def free_port() -> int:
@@ -59,6 +62,7 @@ class Process:
             ["bash", "-c", f"exec {procfile_commands()[name]}"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        _RUNNING.append(self)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the process and all its descendants."""
@@ -75,11 +79,19 @@ class Process:
         self.kill()
         self.popen.wait(5)
         self.log.close()
+        if self in _RUNNING:
+            _RUNNING.remove(self)
 
     def output(self) -> str:
         """Return what the process printed so far."""
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        """Return the end of the process's log, headed by its name and exit status."""
+        status = "running" if self.popen.poll() is None else f"exited {self.popen.returncode}"
+        return f"--- {self.name} ({status}), last {chars} characters of {self.log_path} ---\n{self.output()[-chars:]}"
 
 
 def process_env(database_url: str, redis_url: str, port: int, **extra: str) -> dict[str, str]:
@@ -98,14 +110,18 @@ def process_env(database_url: str, redis_url: str, port: int, **extra: str) -> d
 
 
 def wait_for(condition, timeout: float, interval: float = 0.05, message: str = "condition"):
-    """Poll ``condition`` until it returns a truthy value or ``timeout`` seconds pass."""
+    """Poll ``condition`` until it returns a truthy value or ``timeout`` seconds pass.
+
+    On timeout the error carries the log tail of every process the test started and has not stopped.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            tails = "\n".join(process.tail() for process in _RUNNING)
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}\n{tails}".rstrip())
         time.sleep(interval)
 
 

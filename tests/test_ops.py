@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -169,7 +170,7 @@ def test_metrics_still_answer_when_redis_is_down(settings, db, admin_token):
     assert m[("energy_up", (("server", "postgres"),))] == 1
 
 
-def test_each_request_logs_one_json_line_with_id_route_status_and_duration(client, caplog):
+def test_a_failed_request_logs_one_json_line_with_id_route_status_and_duration(client, caplog):
     caplog.set_level(logging.INFO, logger="web.request")
     response = client.get("/v1/meters/nobody/latest", headers={"X-Request-ID": "abc-123"})
     assert response.status_code == 404
@@ -182,6 +183,17 @@ def test_each_request_logs_one_json_line_with_id_route_status_and_duration(clien
     assert line["status"] == 404
     assert line["duration_ms"] >= 0
     assert line["process"] == "web" and line["level"] == "info"
+
+
+def test_a_successful_request_logs_no_line_at_info_but_one_at_debug(client, caplog):
+    caplog.set_level(logging.INFO, logger="web.request")
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/v1/telemetry", json=meter(ts=minutes_ago(1))).status_code == 202
+    assert [r for r in caplog.records if r.name == "web.request"] == []
+    caplog.set_level(logging.DEBUG, logger="web.request")
+    response = client.get("/healthz")
+    [record] = [r for r in caplog.records if r.name == "web.request"]
+    assert (record.levelno, record.status, record.request_id) == (logging.DEBUG, 200, response.headers["X-Request-ID"])
 
 
 def test_a_bad_request_id_is_replaced(client):
@@ -198,7 +210,7 @@ def test_ingest_logs_nothing_per_reading(client, caplog):
 
 
 def test_drain_logs_one_line_per_batch_with_size_rows_duration_and_lag(settings, client, redis_client, db, caplog):
-    caplog.set_level(logging.INFO, logger="workers.drain")
+    caplog.set_level(logging.DEBUG, logger="workers.drain")
     client.post("/v1/telemetry", json=[meter(f"m{i}", ts=minutes_ago(1)) for i in range(30)])
     drainer = StreamDrainer(settings, redis_client, "log-test")
     drainer.ensure_group()
@@ -240,6 +252,14 @@ def test_metrics_are_deployment_wide_with_several_gunicorn_workers(settings, db,
 
         # Workers that served no scrape flush their counts within a second.
         wait_for(lambda: accepted() == (sent, sent), 15, interval=0.2, message=f"{sent} readings of each kind")
-        assert '"route": "/v1/telemetry"' in web.output().replace('":"', '": "')
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/v1/telemetry", data=b"[{}]", method="POST",
+                                     headers={"Content-Type": "application/json", **bearer(admin_token)})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=10)
+        assert refused.value.code == 400
+        # Successful requests log no line each; a failed one does.
+        wait_for(lambda: '"status": 400' in web.output().replace('":', '": '), 10, message="the 400's log line")
+        logged = web.output().replace('":', '": ')
+        assert '"route": "/v1/telemetry"' in logged and '"status": 202' not in logged
     finally:
         web.stop()

@@ -3,7 +3,7 @@
 import json
 
 from common.streams import CONSUMER_GROUP, METER, STREAM_KEY, VEHICLE, latest_key
-from tests.conftest import meter, minutes_ago, vehicle
+from tests.conftest import meter, minutes_ago, reset_redis_db, vehicle
 from workers.drain import StreamDrainer
 
 
@@ -28,9 +28,9 @@ def test_rebuild_after_redis_lost_its_data(app, client, settings, redis_client):
     before = {key: redis_client.hgetall(key) for key in redis_client.scan_iter("latest:*")}
     assert len(before) == 12
 
-    redis_client.flushdb()
+    reset_redis_db(redis_client)
     assert client.get("/v1/vehicles/latest?ids=v0").get_json()["vehicles"][0]["soc"] == 99.0  # read fallback
-    redis_client.flushdb()
+    reset_redis_db(redis_client)
 
     assert rebuild(app, "--batch-size", "3") == {"meters": {"read": 7, "moved": 7},
                                                  "vehicles": {"read": 5, "moved": 5}}

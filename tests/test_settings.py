@@ -27,3 +27,51 @@ def test_values_are_read_from_the_environment():
 def test_bad_values_fail_loudly_with_the_variable_name(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_rediss_urls_get_the_documented_certificate_settings(tmp_path):
+    from common.redis_clients import data_client, rq_client
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = Settings.from_env({"REDIS_URL": "rediss://:secret@redis.example:6380/0", "REDIS_SSL_CERT_REQS": "none",
+                           "REDIS_SSL_CA_CERTS": str(ca)})
+    for client in (data_client(s), rq_client(s)):
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["ssl_cert_reqs"], kwargs["ssl_ca_certs"]) == ("none", str(ca))
+    plain = data_client(Settings.from_env({}))
+    assert "ssl_cert_reqs" not in plain.connection_pool.connection_kwargs
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"REDIS_SSL_CERT_REQS": "maybe"}, "REDIS_SSL_CERT_REQS"),
+    ({"REDIS_SSL_CA_CERTS": "/nonexistent/ca.pem"}, "REDIS_SSL_CA_CERTS"),
+    ({"DB_POOL_MIN_SIZE": "5", "DB_POOL_MAX_SIZE": "2"}, "DB_POOL_MIN_SIZE"),
+    ({"WEB_WORKER_CLASS": "eventlet"}, "WEB_WORKER_CLASS"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+])
+def test_new_settings_are_validated_with_the_variable_named(env, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_gunicorn_and_the_pool_read_their_settings_from_the_environment(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    env = {"WEB_CONCURRENCY": "3", "WEB_THREADS": "8", "WEB_TIMEOUT": "7", "PORT": "9123", "WEB_HOST": "0.0.0.0"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    path = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+    spec = importlib.util.spec_from_file_location("gunicorn_conf_settings_test", path)
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    assert (conf.workers, conf.threads, conf.timeout, conf.bind) == (3, 8, 7, "0.0.0.0:9123")
+    monkeypatch.setenv("WEB_THREADS", "many")
+    with pytest.raises(SettingsError, match="WEB_THREADS"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+    from web import create_app
+
+    app = create_app(Settings.from_env({"DB_POOL_MAX_SIZE": "9", "DB_POOL_TIMEOUT": "1.5"}))
+    assert (app.config["DB_POOL_MAX_SIZE"], app.config["DB_POOL_TIMEOUT"]) == (9, 1.5)

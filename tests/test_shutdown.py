@@ -33,8 +33,9 @@ def test_sigterm_mid_drain_finishes_the_batch_and_loses_nothing(settings, client
         assert client.post("/v1/telemetry", json=batch).status_code == 202
         sent += 500
     # Small batches and a long job: the SIGTERM lands in the middle of a drain job.
+    # LOG_LEVEL=DEBUG: RQ's per-job lines, which this test reads, are routine chatter at INFO.
     env = process_env(settings.database_url, settings.redis_url, free_port(),
-                      DRAIN_JOB_SECONDS="60", DRAIN_BATCH_SIZE="20", DRAIN_BLOCK_MS="200")
+                      DRAIN_JOB_SECONDS="60", DRAIN_BATCH_SIZE="20", DRAIN_BLOCK_MS="200", LOG_LEVEL="DEBUG")
     scheduler = Process("scheduler", env, tmp_path)
     worker = Process("worker", env, tmp_path)
     try:
@@ -118,7 +119,7 @@ def test_gunicorn_finishes_an_in_flight_request_on_sigterm(settings, db, redis_c
 
 
 def test_worker_exits_cleanly_on_sigterm_while_idle(settings, redis_client, tmp_path):
-    env = process_env(settings.database_url, settings.redis_url, free_port())
+    env = process_env(settings.database_url, settings.redis_url, free_port(), LOG_LEVEL="DEBUG")  # RQ's own lines
     worker = Process("worker", env, tmp_path)
     try:
         wait_for(lambda: "Listening on" in worker.output(), 30, message="the worker to listen")

@@ -14,18 +14,14 @@ import psycopg
 from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
 
-# Defaults, overridable in app.config. A gunicorn worker serves WEB_THREADS (4) requests at a time,
-# so one connection per thread is plenty; the timeout bounds how long a request waits before
-# answering 503.
-DEFAULTS = {
-    "DB_POOL_MIN_SIZE": 1,
-    "DB_POOL_MAX_SIZE": 4,
-    "DB_POOL_TIMEOUT": 2.0,
-    "DB_CONNECT_TIMEOUT": 2,
-    "DB_STATEMENT_TIMEOUT_MS": 10_000,
-    # A connection idle for longer than this is checked with a round trip before it is lent out.
-    "DB_POOL_CHECK_IDLE_SECONDS": 2.0,
-}
+# The pool's settings, from common/settings.py (same names there, lower case), overridable in app.config.
+# A gunicorn worker serves WEB_THREADS (4) requests at a time, so one connection per thread is plenty;
+# DB_POOL_TIMEOUT bounds how long a request waits before answering 503; a connection idle for longer
+# than DB_POOL_CHECK_IDLE_SECONDS is checked with a round trip before it is lent out.
+POOL_SETTINGS = (
+    "DB_POOL_MIN_SIZE", "DB_POOL_MAX_SIZE", "DB_POOL_TIMEOUT", "DB_CONNECT_TIMEOUT", "DB_STATEMENT_TIMEOUT_MS",
+    "DB_POOL_CHECK_IDLE_SECONDS",
+)
 
 # Pools are shared by every app of the process that points at the same database (tests build many
 # apps; production builds one). The pid in the key means a forked child never uses its parent's pool.
@@ -34,9 +30,10 @@ _pools_lock = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
-    """Give ``app`` the pool settings' defaults; the pool itself opens on the first request that needs it."""
-    for name, value in DEFAULTS.items():
-        app.config.setdefault(name, value)
+    """Give ``app`` the pool settings (DB_POOL_* and friends); the pool itself opens on the first request needing it."""
+    settings = app.config["SETTINGS"]
+    for name in POOL_SETTINGS:
+        app.config.setdefault(name, getattr(settings, name.lower()))
 
 
 def get_pool(app: Flask | None = None) -> ConnectionPool:

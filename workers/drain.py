@@ -294,7 +294,8 @@ class StreamDrainer:
         rows = self.totals.rows_written - rows_before
         duplicates = self.totals.duplicates_skipped - duplicates_before
         self._record_batch(len(committed), rows, duplicates, seconds)
-        log.info(
+        # Per batch: DEBUG (the scheduler's periodic ingest summary says how much was written).
+        log.debug(
             "drained batch",
             extra={
                 "batch_size": len(entries),

@@ -102,7 +102,8 @@ def trim_stream(
     if evicted_total:
         metrics.incr(client, "stream_trimmed_entries", evicted_total)
     result = {"evicted": evicted_total, "min_id": minid or None}
-    log.info("stream trimmed", extra=result)
+    # An empty trim (the usual case, every few seconds) is routine: DEBUG.
+    log.log(logging.INFO if evicted_total else logging.DEBUG, "stream trimmed", extra=result)
     return result
 
 
@@ -149,5 +150,6 @@ def reclaim_stale_entries(settings: Settings, client: redis.Redis, seconds: floa
         drainer.close()
     removed = forget_idle_consumers(client)
     result = {**asdict(drainer.totals), "idle_consumers_removed": removed, "stopped_by": stopped_by}
-    log.info("reclaim done", extra=result)
+    worked = drainer.totals.entries_acked or removed or stopped_by
+    log.log(logging.INFO if worked else logging.DEBUG, "reclaim done", extra=result)
     return result

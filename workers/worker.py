@@ -20,7 +20,7 @@ import time
 import redis
 from rq.worker import HerokuWorker
 
-from common.logging import configure_logging
+from common.logging import configure_logging, rq_log_level
 from common.redis_clients import rq_client
 from common.settings import Settings
 from workers.drain import STOP
@@ -80,7 +80,7 @@ def run(settings: Settings, queues: tuple[str, ...], stop: threading.Event, burs
         worker = DrainWorker(list(queues), connection=connection)
         # RQ installs its own SIGTERM/SIGINT handlers in work(); between workers ours apply.
         try:
-            worker.work(burst=burst, logging_level=settings.log_level)
+            worker.work(burst=burst, logging_level=rq_log_level(settings))
         except redis.RedisError as exc:  # raised by RQ's teardown when Redis is gone
             log.warning("rq worker lost redis", extra={"worker": worker.name, "error": str(exc)})
         finally:
