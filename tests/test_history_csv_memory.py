@@ -1,4 +1,4 @@
-"""CSV export streams from a server-side cursor: a gunicorn worker's memory stays flat for 100,000 rows."""
+"""CSV export streams from a COPY: a gunicorn worker's memory stays flat for 100,000 rows."""
 
 import csv
 import io

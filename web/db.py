@@ -62,7 +62,8 @@ def get_pool(app: Flask | None = None) -> ConnectionPool:
                     "autocommit": True,
                     "connect_timeout": config["DB_CONNECT_TIMEOUT"],
                     "application_name": "energy-web",
-                    "options": f"-c statement_timeout={int(config['DB_STATEMENT_TIMEOUT_MS'])}",
+                    # UTC sessions: timestamps come back in UTC, which the JSON answers write as they are.
+                    "options": f"-c statement_timeout={int(config['DB_STATEMENT_TIMEOUT_MS'])} -c TimeZone=UTC",
                 },
                 # A connection broken by a Postgres restart is replaced instead of failing a request.
                 check=functools.partial(_idle_check, idle_seconds=config["DB_POOL_CHECK_IDLE_SECONDS"]),

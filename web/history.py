@@ -31,7 +31,7 @@ MAX_BUCKETS = 10_000
 DEFAULT_BUCKET_WINDOW = timedelta(hours=24)
 INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
              "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-CSV_FETCH_ROWS = 2_000  # rows per round trip of the server-side cursor: memory stays flat
+CSV_CHUNK_BYTES = 64 * 1024  # what a CSV download holds in memory at most, about
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,15 @@ class Kind:
     columns: tuple[str, ...]  # the API's names of the page query's value columns, in order
     power_setting: str
 
-    def reading(self, device_id: str, row: tuple) -> dict:
-        """Turn a page row (ts, values...) into a reading with the API's field names."""
-        values = dict(zip(self.columns, row[1:], strict=True))
-        return {self.id_field: device_id, "timestamp": format_ts(row[0]), **values}
+    def readings(self, device_id: str, rows: list[tuple]) -> list[dict]:
+        """Turn page rows (ts, values...) into readings with the API's field names.
+
+        The timestamps stay datetimes: orjson writes them as format_ts() would, since the web pool's
+        sessions are in UTC (web/db.py), at a fifth of the cost per reading.
+        """
+        names = (self.id_field, "timestamp", *self.columns)
+        head = (device_id,)
+        return [dict(zip(names, head + row, strict=True)) for row in rows]
 
 
 VEHICLE = Kind("vehicle", "vehicleId", ("soc", "kwhDeliveredDc", "batteryTemp"), "max_vehicle_power_kw")
@@ -308,7 +313,7 @@ def raw_page(kind: Kind, device_id: str, query: dict) -> dict:
     more = len(rows) > query["limit"]
     rows = rows[: query["limit"]]
     next_cursor = encode_cursor(scope, [rows[-1][0].isoformat()]) if more else None
-    return {kind.id_field: device_id, "readings": [kind.reading(device_id, row) for row in rows], "next": next_cursor}
+    return {kind.id_field: device_id, "readings": kind.readings(device_id, rows), "next": next_cursor}
 
 
 def _csv_lines(header: list[str], rows) -> iter:
@@ -323,17 +328,18 @@ def _csv_lines(header: list[str], rows) -> iter:
     yield buffer.getvalue()
 
 
-def _raw_csv_rows(kind: Kind, device_id: str, query: dict):
-    """Yield lists of CSV rows from a server-side cursor, CSV_FETCH_ROWS at a time (at least one list)."""
+def _raw_csv_chunks(kind: Kind, device_id: str, query: dict, header: list[str]):
+    """Yield the CSV download in chunks of about CSV_CHUNK_BYTES: the header, then Postgres's COPY output."""
     params = {"device_id": device_id, "after_ts": (query["from_"] or EARLIEST).astimezone(UTC),
-              "to_ts": (query["to"] or LATEST).astimezone(UTC), "limit": None}
-    with db.connection() as conn, conn.transaction(), conn.cursor(name="history_csv") as cur:
-        cur.execute(load_sql(f"history/{kind.name}_page"), params)
-        while True:
-            rows = cur.fetchmany(CSV_FETCH_ROWS)
-            yield [[device_id, format_ts(row[0]), *row[1:]] for row in rows]
-            if len(rows) < CSV_FETCH_ROWS:
-                return
+              "to_ts": (query["to"] or LATEST).astimezone(UTC)}
+    chunk = bytearray(",".join(header).encode() + b"\n")
+    with db.connection() as conn, conn.cursor() as cur, cur.copy(load_sql(f"history/{kind.name}_csv"), params) as copy:
+        for row in copy:  # one CSV line each
+            chunk += row
+            if len(chunk) >= CSV_CHUNK_BYTES:
+                yield bytes(chunk)
+                chunk.clear()
+    yield bytes(chunk)
 
 
 def _csv_response(kind: Kind, device_id: str, query: dict, lines) -> Response:
@@ -368,11 +374,10 @@ def history(kind: Kind, device_id: str):
                              _csv_lines(header, [[[b[k] for k in header] for b in bucket_list]]))
     if not csv_wanted:
         return jsonify(raw_page(kind, device_id, query))
-    header = [kind.id_field, "timestamp", *kind.columns]
-    chunks = _raw_csv_rows(kind, device_id, query)
-    # The first fetch runs before the 200 goes out: Postgres being down is still a 503 JSON answer.
+    chunks = _raw_csv_chunks(kind, device_id, query, [kind.id_field, "timestamp", *kind.columns])
+    # The first read runs before the 200 goes out: Postgres being down is still a 503 JSON answer.
     first = next(chunks)
-    return _csv_response(kind, device_id, query, _csv_lines(header, itertools.chain([first], chunks)))
+    return _csv_response(kind, device_id, query, itertools.chain([first], chunks))
 
 
 @bp.get("/v1/vehicles/<vehicle_id>/readings")

@@ -1,5 +1,5 @@
 -- One page of a vehicle's raw history, oldest first: the readings with after_ts < ts <= to_ts.
--- Parameters: device_id, after_ts, to_ts, limit (NULL: no limit, for CSV from a server-side cursor).
+-- Parameters: device_id, after_ts, to_ts, limit.
 -- Keyset pagination on the primary key (vehicle_id, ts): the next page starts after the last ts of
 -- this one, so pages never skip or repeat a reading, and no OFFSET walks over earlier pages.
 SELECT r.ts, r.soc, r.kwh_delivered_dc, r.battery_temp
