@@ -276,6 +276,19 @@ def test_csv_parses_back_to_the_json_readings(client, db):
     assert client.get("/v1/vehicles/v1/readings", query_string={**window, "format": "csv"}).data == r.data
 
 
+def test_csv_writes_timestamps_and_numbers_as_the_json_readings_do(client, db):
+    """Postgres writes the CSV (COPY): fractional seconds, whole seconds, large and tiny values round-trip."""
+    points = [(DAY + timedelta(seconds=1, microseconds=250_000), 0.1 + 0.2), (DAY + timedelta(seconds=2), 1e12),
+              (DAY + timedelta(seconds=3, microseconds=1), 1e-7)]
+    add_meter(db, "m1", [(ts, kwh, 230.5) for ts, kwh in points])
+    window = {"from": iso(DAY), "to": iso(DAY + timedelta(minutes=1))}
+    rows = _parse_csv(get(client, "/v1/meters/m1/readings", **window, format="csv").get_data(as_text=True))
+    readings = get(client, "/v1/meters/m1/readings", **window)["readings"]
+    assert [r["timestamp"] for r in rows] == [iso(ts) for ts, _ in points]
+    assert rows == readings
+    assert [r["kwhConsumedAc"] for r in rows] == [value for _, value in points]
+
+
 def test_json_stays_the_default_for_browsers_and_wildcards(client, db):
     add_minutes(db, "meter", "m1", DAY, 3)
     for accept in ("*/*", "text/html,application/xhtml+xml,*/*;q=0.8", "application/json, text/csv;q=0.5"):
