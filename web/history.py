@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from psycopg import sql
 
 from common.database import load_sql
 from common.streams import format_ts
@@ -283,7 +284,7 @@ def buckets(kind: Kind, device_id: str, query: dict) -> tuple[dict, list[dict]]:
               "stride": INTERVALS[query["interval"]], "daily": query["interval"] == "1d", "tz": query["tz"],
               "max_power_kw": getattr(settings, kind.power_setting)}
     with db.connection() as conn, conn.pipeline():  # both queries in one round trip
-        energy = conn.execute(load_sql("history/bucket_energy"), params)
+        energy = conn.execute(sql.SQL(load_sql("history/bucket_energy")).format(kind=sql.Literal(kind.name)), params)
         stats = conn.execute(load_sql(f"history/{kind.name}_bucket_stats"), params)
         energy_rows = {row[0]: row for row in energy.fetchall()}
         stats_rows = {row[0]: row for row in stats.fetchall()}
