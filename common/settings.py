@@ -137,6 +137,15 @@ class Settings:
     db_connect_timeout: int = 2
     db_statement_timeout_ms: int = 10_000
     db_pool_check_idle_seconds: float = 2.0
+    # Reads on a streaming replica (web/db.py, web/replica.py, docs/deploying.md). Empty: every read
+    # goes to DATABASE_URL. Reads go back to the primary while the replica lags more than
+    # REPLICA_MAX_LAG_SECONDS, cannot be reached (then for REPLICA_RETRY_SECONDS) or is not a standby.
+    database_replica_url: str = ""
+    replica_max_lag_seconds: float = 10.0
+    replica_check_seconds: float = 1.0
+    replica_retry_seconds: float = 5.0
+    # The history tables are Citus distributed tables (docs/citus.md): retention detaches without CONCURRENTLY.
+    postgres_flavor: str = "postgres"
 
     def cursor_key(self) -> bytes:
         """Return the key that signs page cursors (the same in every process of a deployment)."""
@@ -199,6 +208,11 @@ class Settings:
             db_connect_timeout=_int(env, "DB_CONNECT_TIMEOUT", d.db_connect_timeout, 1),
             db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms, 0),
             db_pool_check_idle_seconds=_float(env, "DB_POOL_CHECK_IDLE_SECONDS", d.db_pool_check_idle_seconds, 0.0),
+            database_replica_url=normalize_database_url((env.get("DATABASE_REPLICA_URL") or "").strip()),
+            replica_max_lag_seconds=_float(env, "REPLICA_MAX_LAG_SECONDS", d.replica_max_lag_seconds, 0.0),
+            replica_check_seconds=_float(env, "REPLICA_CHECK_SECONDS", d.replica_check_seconds, 0.1),
+            replica_retry_seconds=_float(env, "REPLICA_RETRY_SECONDS", d.replica_retry_seconds, 0.1),
+            postgres_flavor=_choice(env, "POSTGRES_FLAVOR", d.postgres_flavor, ("postgres", "citus")),
         )
 
     def __post_init__(self):

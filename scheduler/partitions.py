@@ -4,7 +4,8 @@ Old days go by ``DETACH PARTITION ... CONCURRENTLY`` and then ``DROP TABLE`` of 
 table: readers and writers of the history tables are never blocked, and no row is ever DELETEd.
 Every step is idempotent: a run that stops half way (a detach left pending, a detached table not
 yet dropped) is finished by the next run, and two runs at once are serialised by an advisory lock
-(the second one skips the drops).
+(the second one skips the drops). With ``POSTGRES_FLAVOR=citus`` the detach is a plain one (Citus
+refuses CONCURRENTLY on distributed tables; docs/citus.md): a brief lock on the parent instead.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def drop_expired_partitions(settings: Settings, today: date | None = None) -> li
     """Detach and drop every daily partition older than ``today - RETENTION_DAYS``; return those dropped."""
     keep_from, _last = partition_window(settings, today)
     dropped: list[str] = []
+    detach = "partitions/detach" if settings.postgres_flavor == "citus" else "partitions/detach_concurrently"
     # DETACH ... CONCURRENTLY cannot run inside a transaction block: autocommit.
     with connect(settings, autocommit=True, application_name="energy-retention") as conn:
         if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_RETENTION_LOCK,)).fetchone()[0]:
@@ -53,7 +55,7 @@ def drop_expired_partitions(settings: Settings, today: date | None = None) -> li
                 for partition, day, state in expired_partitions(conn, table, keep_from):
                     try:
                         if state == "attached":
-                            conn.execute(_ddl("partitions/detach_concurrently", table, partition))
+                            conn.execute(_ddl(detach, table, partition))
                         elif state == "detach_pending":
                             conn.execute(_ddl("partitions/detach_finalize", table, partition))
                         conn.execute(_ddl("partitions/drop_detached", table, partition))

@@ -13,7 +13,7 @@ MIDNIGHT = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 DEVICES = 30
 DAYS = 6  # readings on the 6 days before today
 
-PARAM_TYPES = {"vehicle_id": "text", "from_ts": "timestamptz", "to_ts": "timestamptz",
+PARAM_TYPES = {"vehicle_id": "text", "meter_id": "text", "from_ts": "timestamptz", "to_ts": "timestamptz",
                "max_meter_power_kw": "float8", "max_vehicle_power_kw": "float8"}
 QUERIES = ["analytics/meter_energy", "analytics/vehicle_energy"]
 # psycopg prepares a statement after a few runs on one pooled connection, and Postgres may then use a
@@ -92,7 +92,7 @@ def plan_mode(request, history):
 def test_baseline_in_the_previous_partition_scans_only_that_one_and_the_window(history, plan_mode, query):
     table = "meter_readings" if "meter" in query else "vehicle_readings"
     # Window (day 3 00:00, day 3 12:00]: the baseline is day 4 23:35, in the partition before the window's.
-    params = window_params("v7", day(3), day(3) + timedelta(hours=12), Settings())
+    params = window_params("v7", "m7", day(3), day(3) + timedelta(hours=12), Settings())
     executed, idle, scans = scanned_partitions(history, query, params)
     # The next reading after the window (day 3 12:05) is in the window's partition: the look ahead stops there.
     assert executed == partitions(table, 3, 4)
@@ -107,7 +107,7 @@ def test_baseline_in_the_previous_partition_scans_only_that_one_and_the_window(h
 @pytest.mark.parametrize("query", QUERIES)
 def test_window_across_midnight_scans_its_two_partitions_only(history, plan_mode, query):
     table = "meter_readings" if "meter" in query else "vehicle_readings"
-    params = window_params("v7", day(3) + timedelta(hours=18), day(2) + timedelta(hours=6), Settings())
+    params = window_params("v7", "m7", day(3) + timedelta(hours=18), day(2) + timedelta(hours=6), Settings())
     executed, idle, scans = scanned_partitions(history, query, params)
     # The baseline (day 3 17:35) is in the window's first partition, the next reading (day 2 06:05) in its last.
     assert executed == partitions(table, 3, 2)
@@ -119,7 +119,7 @@ def test_the_explained_queries_give_the_expected_figures(history, settings):
     """The same parameters through the app's own pipeline: 12 h of a counter rising 1 kWh an hour."""
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         meter_row, vehicle_row = fetch_window(
-            conn, window_params("v7", day(3), day(3) + timedelta(hours=12), Settings())
+            conn, window_params("v7", "m7", day(3), day(3) + timedelta(hours=12), Settings())
         )
     meter_id, energy, resets, glitches, implausible, readings, baseline_ts = meter_row
     assert (meter_id, resets, glitches, implausible, readings) == ("m7", 0, 0, 0, 24)

@@ -314,7 +314,7 @@ def test_csv_with_postgres_unreachable_is_a_503_json_before_any_row(client, app,
 
     from web import db as web_db
 
-    def unavailable():
+    def unavailable(app=None):
         raise PoolTimeout("no connection")
 
     add_minutes(db, "meter", "m1", DAY, 3)

@@ -161,3 +161,21 @@ def test_partition_bounds_are_utc_days_whatever_the_session_time_zone(private_se
             "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = %s",
             (f"meter_readings_{TODAY:%Y%m%d}",)).fetchone()[0]
     assert "2031-03-15 14:00:00+14" in bound and "2031-03-16 14:00:00+14" in bound
+
+
+def test_citus_flavor_drops_expired_days_with_a_plain_detach(private_settings, monkeypatch):
+    """POSTGRES_FLAVOR=citus: Citus refuses DETACH ... CONCURRENTLY, so retention detaches in one transaction."""
+    from scheduler import partitions
+
+    used = []
+    real_ddl = partitions._ddl
+    monkeypatch.setattr(partitions, "_ddl", lambda name, *args: used.append(name) or real_ddl(name, *args))
+    citus = dataclasses.replace(private_settings, postgres_flavor="citus")
+    maintain_partitions(citus, today=TODAY)
+    later = TODAY + timedelta(days=2)
+    result = maintain_partitions(citus, today=later)
+    assert sorted(result["dropped"]) == sorted(f"{t}_{d:%Y%m%d}" for t in HISTORY_TABLES
+                                               for d in span(TODAY - timedelta(days=10), later - timedelta(days=11)))
+    assert "partitions/detach" in used and "partitions/detach_concurrently" not in used
+    with psycopg.connect(private_settings.database_url, autocommit=True) as conn:
+        assert days(conn, "meter_readings")[0] == later - timedelta(days=10)

@@ -99,9 +99,9 @@ class PerformanceSchema(Schema):
 _query_schema = PerformanceQuerySchema()
 
 
-def window_params(vehicle_id: str, from_ts: datetime, to_ts: datetime, settings: Settings) -> dict:
+def window_params(vehicle_id: str, meter_id: str, from_ts: datetime, to_ts: datetime, settings: Settings) -> dict:
     """Return the parameters of the sql/analytics queries for the window (from_ts, to_ts]."""
-    return {"vehicle_id": vehicle_id, "from_ts": from_ts, "to_ts": to_ts,
+    return {"vehicle_id": vehicle_id, "meter_id": meter_id, "from_ts": from_ts, "to_ts": to_ts,
             "max_meter_power_kw": settings.max_meter_power_kw, "max_vehicle_power_kw": settings.max_vehicle_power_kw}
 
 
@@ -185,10 +185,11 @@ def performance(vehicle_id: str):
     hours = query["hours"]
     to_ts = (query["to"] or datetime.now(UTC)).astimezone(UTC)
     from_ts = to_ts - timedelta(hours=hours)
+    # The mapping from the primary (a mapping created a moment ago counts), the readings from read_pool().
     with db.connection() as conn:
-        meter_row, vehicle_row = fetch_window(
-            conn, window_params(vehicle_id, from_ts, to_ts, current_app.config["SETTINGS"])
-        )
-    if meter_row[0] is None:
+        mapping = conn.execute(load_sql("mappings/by_vehicle"), {"vehicle_id": vehicle_id}).fetchone()
+    if mapping is None:
         raise ApiError(404, "not_found", f"Vehicle {vehicle_id!r} has no mapping to a meter.")
+    params = window_params(vehicle_id, mapping[1], from_ts, to_ts, current_app.config["SETTINGS"])
+    meter_row, vehicle_row = db.run_read(lambda conn: fetch_window(conn, params))
     return jsonify(summarize(vehicle_id, hours, from_ts, to_ts, meter_row, vehicle_row))

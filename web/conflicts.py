@@ -81,8 +81,7 @@ def list_conflicts():
     params = {"device_id": query["deviceId"], "after_ts": after_ts, "after_id": after_id,
               "from_ts": (query["from_"] or EARLIEST).astimezone(UTC), "to_ts": (query["to"] or LATEST).astimezone(UTC),
               "limit": query["limit"] + 1}
-    with db.connection() as conn:
-        rows = conn.execute(load_sql("conflicts/page"), params).fetchall()
+    rows = db.run_read(lambda conn: conn.execute(load_sql("conflicts/page"), params).fetchall())
     more = len(rows) > query["limit"]
     rows = rows[: query["limit"]]
     next_cursor = None

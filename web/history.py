@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
+import psycopg
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 from psycopg import sql
@@ -283,11 +284,15 @@ def buckets(kind: Kind, device_id: str, query: dict) -> tuple[dict, list[dict]]:
     params = {"kind": kind.name, "device_id": device_id, "from_ts": bounds[0], "to_ts": bounds[-1],
               "stride": INTERVALS[query["interval"]], "daily": query["interval"] == "1d", "tz": query["tz"],
               "max_power_kw": getattr(settings, kind.power_setting)}
-    with db.connection() as conn, conn.pipeline():  # both queries in one round trip
-        energy = conn.execute(sql.SQL(load_sql("history/bucket_energy")).format(kind=sql.Literal(kind.name)), params)
-        stats = conn.execute(load_sql(f"history/{kind.name}_bucket_stats"), params)
-        energy_rows = {row[0]: row for row in energy.fetchall()}
-        stats_rows = {row[0]: row for row in stats.fetchall()}
+
+    def read(conn: psycopg.Connection) -> tuple[dict, dict]:
+        with conn.pipeline():  # both queries in one round trip
+            energy = conn.execute(sql.SQL(load_sql("history/bucket_energy")).format(kind=sql.Literal(kind.name)),
+                                  params)
+            stats = conn.execute(load_sql(f"history/{kind.name}_bucket_stats"), params)
+            return {row[0]: row for row in energy.fetchall()}, {row[0]: row for row in stats.fetchall()}
+
+    energy_rows, stats_rows = db.run_read(read)
     body = [_bucket_body(kind, start, end, zone, energy_rows.get(start), stats_rows.get(start))
             for start, end in itertools.pairwise(bounds)]
     return {kind.id_field: device_id, "interval": query["interval"], "tz": query["tz"]}, body
@@ -309,8 +314,7 @@ def raw_page(kind: Kind, device_id: str, query: dict) -> dict:
                            parameter="cursor") from None
     to_ts = (query["to"] or LATEST).astimezone(UTC)
     params = {"device_id": device_id, "after_ts": after, "to_ts": to_ts, "limit": query["limit"] + 1}
-    with db.connection() as conn:
-        rows = conn.execute(load_sql(f"history/{kind.name}_page"), params).fetchall()
+    rows = db.run_read(lambda conn: conn.execute(load_sql(f"history/{kind.name}_page"), params).fetchall())
     more = len(rows) > query["limit"]
     rows = rows[: query["limit"]]
     next_cursor = encode_cursor(scope, [rows[-1][0].isoformat()]) if more else None
@@ -334,7 +338,9 @@ def _raw_csv_chunks(kind: Kind, device_id: str, query: dict, header: list[str]):
     params = {"device_id": device_id, "after_ts": (query["from_"] or EARLIEST).astimezone(UTC),
               "to_ts": (query["to"] or LATEST).astimezone(UTC)}
     chunk = bytearray(",".join(header).encode() + b"\n")
-    with db.connection() as conn, conn.cursor() as cur, cur.copy(load_sql(f"history/{kind.name}_csv"), params) as copy:
+    # Streamed to the client as it comes: read_connection(), which cannot retry once bytes are sent.
+    copy_sql = load_sql(f"history/{kind.name}_csv")
+    with db.read_connection() as conn, conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
         for row in copy:  # one CSV line each
             chunk += row
             if len(chunk) >= CSV_CHUNK_BYTES:

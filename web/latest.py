@@ -135,8 +135,7 @@ def rebuild_latest(conn: psycopg.Connection, store: LatestStateStore, batch_size
 
 def postgres_fill(kind: str, device_ids: Sequence[str]) -> list[Reading]:
     """Return the durable latest readings Postgres has of ``device_ids`` (Redis missed them); refill Redis."""
-    with db.connection() as conn:
-        readings = postgres_latest(conn, kind, device_ids)
+    readings = db.run_read(lambda conn: postgres_latest(conn, kind, device_ids))
     if readings:
         current_app.extensions["latest_state"].refill(readings)
     return readings
@@ -232,8 +231,9 @@ def vehicles_page():
     else:
         check_device_id("after", after)
     limit = int(raw_limit)
-    with db.connection() as conn:
-        rows = conn.execute(load_sql("latest/vehicles_page"), {"after": after, "limit": limit}).fetchall()
+    rows = db.run_read(
+        lambda conn: conn.execute(load_sql("latest/vehicles_page"), {"after": after, "limit": limit}).fetchall()
+    )
     # The durable copy lags Redis by the drain's delay: the listing comes from Postgres, the numbers shown
     # are the durable ones (a dashboard refreshing every few seconds cannot tell).
     vehicles = [{**orjson.loads(render_answer(Reading(VEHICLE, row[0], row[1], tuple(row[2:5])))), "meterId": row[5]}

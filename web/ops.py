@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -100,6 +101,9 @@ class ReadinessProbe:
             if not self._fresh():
                 self._checks = {"redis": self._run(self.app.extensions["redis"].ping),
                                 "postgres": self._run(self._postgres)}
+                replica = replica_check(self.app)
+                if replica is not None:
+                    self._checks["replica"] = replica
                 self._checked_at = time.monotonic()
                 self.probes += 1
             return self._checks
@@ -123,6 +127,24 @@ class ReadinessProbe:
         return {"ok": True, "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
 
 
+def replica_check(app: Flask) -> dict | None:
+    """Return the replica's state from its monitor's last check (no probe of its own); None without a replica.
+
+    ``ok`` says whether reads go there now; a replica that is down or lagging makes reads use the
+    primary, so it never makes the process unready.
+    """
+    monitor = db.replica_monitor(app)
+    if monitor is None:
+        return None
+    state = monitor.state
+    check = {"ok": monitor.usable(), "up": state.up,
+             "lagSeconds": None if state.lag_seconds in (None, math.inf) else round(state.lag_seconds, 3),
+             "maxLagSeconds": monitor.max_lag_seconds, "reads": "replica" if monitor.usable() else "primary"}
+    if state.error:
+        check["error"] = state.error
+    return check
+
+
 def _may_see_detail() -> bool:
     """Tell whether the caller holds the ``metrics`` (or ``admin``) scope; anonymous callers do not.
 
@@ -136,9 +158,12 @@ def _may_see_detail() -> bool:
 @bp.get("/readyz")
 @requires_scope("metrics")
 def readyz():
-    """Answer 200 when Redis and Postgres both answer, else 503; only the ``metrics`` scope sees which and why."""
+    """Answer 200 when Redis and Postgres both answer, else 503; only the ``metrics`` scope sees which and why.
+
+    The replica, when configured, is reported but never makes the answer 503: reads fall back to the primary.
+    """
     checks = current_app.extensions["readiness"].checks()
-    ready = all(c["ok"] for c in checks.values())
+    ready = all(c["ok"] for name, c in checks.items() if name in ("redis", "postgres"))
     body = {"status": "ready" if ready else "unavailable"}
     if _may_see_detail():
         body["checks"] = checks
@@ -159,7 +184,8 @@ class EngineCollector:
     def collect(self):
         """Yield the metric families (called by ``generate_latest``)."""
         client: redis.Redis = self.app.extensions["redis"]
-        up = GaugeMetricFamily("energy_up", "1 if the server answered this scrape, else 0.", labels=["server"])
+        up = GaugeMetricFamily("energy_up", "1 if the server answered this scrape (the replica: its monitor's last "
+                               "check), else 0.", labels=["server"])
         try:
             families = list(self._redis_families(client))
             up.add_metric(["redis"], 1)
@@ -173,8 +199,26 @@ class EngineCollector:
         except psycopg.Error as exc:
             log.warning("metrics: postgres unavailable", extra={"error": str(exc).strip()})
             up.add_metric(["postgres"], 0)
+        families += list(self._replica_families(up))
         yield up
         yield from families
+
+    def _replica_families(self, up: GaugeMetricFamily):
+        monitor = db.replica_monitor(self.app)
+        if monitor is None:
+            return
+        state = monitor.state
+        up.add_metric(["replica"], int(state.up))
+        if state.lag_seconds is not None:
+            yield GaugeMetricFamily(
+                "energy_replica_lag_seconds",
+                "How far the Postgres replica's replay is behind the primary (0 when it replayed all the primary "
+                "wrote; +Inf when behind with nothing replayed yet), as of the last check (REPLICA_CHECK_SECONDS).",
+                value=state.lag_seconds)
+        yield GaugeMetricFamily("energy_replica_reads",
+                                "1 while this process sends its read-only queries to the replica, 0 while to the "
+                                "primary (replica down, lagging past REPLICA_MAX_LAG_SECONDS, or not a standby).",
+                                value=int(monitor.usable()))
 
     def _redis_families(self, client: redis.Redis):
         counters = metrics.read_counters(client)
