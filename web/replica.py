@@ -70,6 +70,7 @@ class ReplicaMonitor:
         self.state = ReplicaState()
         self._down_until = 0.0  # time.monotonic() before which reads stay on the primary
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by mark_down: check again after the retry interval
         self._thread = threading.Thread(target=self._run, name="replica-monitor", daemon=True)
         self._thread.start()
 
@@ -83,6 +84,7 @@ class ReplicaMonitor:
         """Keep reads on the primary for REPLICA_RETRY_SECONDS: a request found the replica broken."""
         self._down_until = time.monotonic() + self.retry_seconds
         self.state = ReplicaState(False, self.state.lag_seconds, error[:300], self.state.checked_at)
+        self._wake.set()
         log.warning("replica unusable, reads go to the primary", extra={"error": error[:300],
                                                                         "retry_seconds": self.retry_seconds})
 
@@ -120,14 +122,18 @@ class ReplicaMonitor:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 state = self.check()
             except Exception:  # the monitor must outlive any surprise; reads then stay on the primary
                 log.exception("replica check crashed")
                 state = self._failed("the replica check crashed (see the log)")
-            self._stop.wait(self.check_seconds if state.up else self.retry_seconds)
+            self._wake.wait(self.check_seconds if state.up else self.retry_seconds)
+            # Woken by mark_down (or after a failure): the replica is tried again once the interval passed.
+            self._stop.wait(max(0.0, self._down_until - time.monotonic()))
 
     def stop(self) -> None:
         """End the background thread (tests and shutdown)."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=self.check_seconds + self.retry_seconds + 5)
