@@ -65,11 +65,24 @@ class ProbeSchema(Schema):
     error = fields.String()
 
 
+class ReplicaProbeSchema(Schema):
+    """The streaming replica's state at its monitor's last check (only with DATABASE_REPLICA_URL)."""
+
+    ok = fields.Boolean(required=True, metadata={"description": "Reads go to the replica now"})
+    up = fields.Boolean(required=True, metadata={"description": "The last check found it answering as a standby"})
+    lagSeconds = fields.Float(allow_none=True, metadata={"description": "Replay lag behind the primary; null: unknown"})
+    maxLagSeconds = fields.Float(required=True, metadata={"description": "REPLICA_MAX_LAG_SECONDS"})
+    reads = fields.String(required=True, metadata={"enum": ["replica", "primary"]})
+    error = fields.String()
+
+
 class ProbesSchema(Schema):
     """The probe of each server."""
 
     redis = fields.Nested(ProbeSchema, required=True)
     postgres = fields.Nested(ProbeSchema, required=True)
+    replica = fields.Nested(ReplicaProbeSchema, metadata={
+        "description": "Only with DATABASE_REPLICA_URL; a replica that is down or lagging never makes the answer 503"})
 
 
 class ReadinessSchema(Schema):
