@@ -7,6 +7,7 @@ from the primary. Stopping the replica sends reads to the primary without a 5xx.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -47,6 +48,63 @@ def test_a_replica_behind_is_as_stale_as_its_last_replayed_transaction():
     assert replay_lag(primary_lsn=None, replay_lsn=100, receive_lsn=200, seconds_since_replay=7.5) == 7.5
     assert replay_lag(primary_lsn=200, replay_lsn=100, receive_lsn=100, seconds_since_replay=None) == math.inf
     assert replay_lag(primary_lsn=200, replay_lsn=None, receive_lsn=None, seconds_since_replay=None) == math.inf
+
+
+# -- run_read's retry rule, with a stand-in replica -----------------------------------------------
+
+
+class FailingReplica:
+    """A replica pool whose every query raises ``error``; records whether the replica was marked down."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+        self.marked_down: list[str] = []
+
+    @contextlib.contextmanager
+    def connection(self):
+        yield self
+
+    def execute(self, *args):
+        raise self.error
+
+    def mark_down(self, error: str) -> None:
+        self.marked_down.append(error)
+
+
+@pytest.fixture
+def failing_replica(app, monkeypatch):
+    def install(error: Exception) -> FailingReplica:
+        replica = FailingReplica(error)
+        monkeypatch.setattr(web_db, "read_pool", lambda app=None: replica)
+        monkeypatch.setattr(web_db, "replica_monitor", lambda app=None: replica)
+        return replica
+    return install
+
+
+def primary_or_replica(conn) -> str:
+    return conn.execute("SELECT 'primary'").fetchone()[0]
+
+
+def test_a_recovery_conflict_is_answered_by_the_primary_and_leaves_the_replica_in_use(app, failing_replica):
+    replica = failing_replica(psycopg.errors.SerializationFailure("canceling statement due to conflict with recovery"))
+    with app.app_context():
+        assert web_db.run_read(primary_or_replica) == "primary"
+    assert replica.marked_down == []
+
+
+def test_a_lost_replica_connection_is_answered_by_the_primary_and_marks_the_replica_down(app, failing_replica):
+    replica = failing_replica(psycopg.OperationalError("server closed the connection unexpectedly"))
+    with app.app_context():
+        assert web_db.run_read(primary_or_replica) == "primary"
+    assert len(replica.marked_down) == 1 and "server closed the connection" in replica.marked_down[0]
+
+
+def test_a_statement_timeout_on_the_replica_is_not_run_again_on_the_primary(app, failing_replica, client):
+    failing_replica(psycopg.errors.QueryCanceled("canceling statement due to statement timeout"))
+    with app.app_context(), pytest.raises(psycopg.errors.QueryCanceled):
+        web_db.run_read(primary_or_replica)
+    r = client.get("/v1/conflicts")  # the same through the API: a JSON 503, no stack trace
+    assert r.status_code == 503 and r.get_json()["error"] == "database_unavailable"
 
 
 # -- a real primary and replica ------------------------------------------------------------------

@@ -172,7 +172,7 @@ def run_read(read: Callable[[psycopg.Connection], T], app: Flask | None = None) 
                 return result
         except psycopg.errors.QueryCanceled:
             raise  # the statement timeout: the same query would time out on the primary too
-        except psycopg.errors.TransactionRollback as exc:
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
             # A recovery conflict ("canceling statement due to conflict with recovery"): the replica is fine.
             log.info("replica read cancelled by recovery, retried on the primary", extra={"error": str(exc).strip()})
         except psycopg.OperationalError as exc:  # connection lost, PoolTimeout, shutting down
