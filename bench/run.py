@@ -189,6 +189,20 @@ class Bench:
             return f"honcho start --no-colour --procfile Procfile --port {self.port} {role}"
         return procfile_commands()[role]
 
+    def unguarded_command(self) -> str:
+        """Return the command of the engine without access control, launched as the engine's web is (honcho or not).
+
+        Both sides of the access-control turns must differ only by the key check and the rate limits,
+        not by what relays their output.
+        """
+        command = 'gunicorn --config gunicorn.conf.py "bench.unguarded_app:app"'
+        if self.args.launcher != "honcho":
+            return command
+        procfile = self.run_dir / "Procfile.unguarded"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        procfile.write_text(f"unguarded: {command}\n")
+        return f"honcho start --no-colour --procfile {procfile} --port {self.unguarded_port} unguarded"
+
     def start_engine(self) -> None:
         """Start web, workers and scheduler from the Procfile and wait until they work."""
         self.processes.start("web", self.engine_command("web"))
@@ -312,8 +326,7 @@ class Bench:
         # It keeps running: its saturation turns alternate with the engine's (phase_single_ingest).
         self.bare = self.processes.start("bare", 'gunicorn --config gunicorn.conf.py "bench.bare_app:app"')
         self.processes.env = {**self.env, "PORT": str(self.unguarded_port)}
-        self.unguarded = self.processes.start("unguarded",
-                                              'gunicorn --config gunicorn.conf.py "bench.unguarded_app:app"')
+        self.unguarded = self.processes.start("unguarded", self.unguarded_command())
         self.processes.env = {**self.env, "PORT": env_port}
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.bare_port}/healthz"), 60, "the bare app")
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.unguarded_port}/healthz"), 60, "the unguarded app")
@@ -379,6 +392,8 @@ class Bench:
                     f"CPU us a request, engine: {shares}; bare app: {bare_shares}")
         self.figure("single_ingest", value=engine["ok_per_s"], unit="req/s",
                     note="; ".join(filter(None, [cpu_note, _failures(engine)])))
+        if self.args.only == "single-ingest":
+            return  # only the saturation turns: the A/B of access control
         log(f"== single-reading ingest at a fixed {size.fixed_rate:g} req/s")
         result = self.loadgen("fixed rate", {
             "mode": "rate", "rate": size.fixed_rate, "duration": size.fixed_rate_s, "warmup": size.warmup_s,
@@ -615,6 +630,10 @@ class Bench:
             self.rss.start()
             if self.args.only == "analytics":
                 self.start_engine()
+            elif self.args.only == "single-ingest":
+                self.phase_bare_floor()
+                self.start_engine()
+                self.phase_single_ingest()
             else:
                 self.phase_copy_floor()
                 self.phase_bare_floor()
@@ -623,9 +642,10 @@ class Bench:
                 self.phase_batched()
                 self.phase_steady()
                 self.phase_catch_up()
-            self.phase_analytics()
-            self.phase_latest()
-            self.record_memory()
+            if self.args.only != "single-ingest":
+                self.phase_analytics()
+                self.phase_latest()
+                self.record_memory()
             failed = False
         finally:
             self.rss.stop()
@@ -756,12 +776,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, help="readings in the catch-up backlog")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis data afterwards")
-    parser.add_argument("--only", choices=["analytics"], help="run only these phases (analytics: the analytics, "
-                                                              "history and latest reads, on a loaded day)")
+    parser.add_argument("--only", choices=["analytics", "single-ingest"],
+                        help="run only these phases (analytics: the analytics, history and latest reads, on a loaded "
+                             "day; single-ingest: the saturation turns of the bare floor, the engine and the engine "
+                             "without access control)")
+    parser.add_argument("--saturation-rounds", type=int, help="turns of each side in the single-ingest saturation")
+    parser.add_argument("--saturation-seconds", type=float, help="seconds each saturation turn measures")
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     overrides = {k: v for k, v in {"history_devices": args.history_devices, "history_minutes": args.history_minutes,
-                                   "backlog": args.backlog}.items() if v is not None}
+                                   "backlog": args.backlog, "saturation_rounds": args.saturation_rounds,
+                                   "saturation_s": args.saturation_seconds}.items() if v is not None}
     size = replace(size, **overrides)
     bench = Bench(args, size)
     results = bench.run()
