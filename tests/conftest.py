@@ -11,6 +11,7 @@ TEST_REDIS_SERVER names the server to claim a db on.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -248,14 +249,20 @@ def fake_client(fake_app, admin_token):
 
 
 class RedisRoundTrips:
-    """Count what the Redis clients send to the server (one pipeline or script call = one send)."""
+    """Count what this thread's Redis clients send to the server (one pipeline or script call = one send).
+
+    Only the calling thread's sends count: what a request costs, not what the key cache's watcher
+    thread polls meanwhile.
+    """
 
     def __init__(self, monkeypatch):
         self.count = 0
         original = redis.connection.AbstractConnection.send_packed_command
+        thread = threading.get_ident()
 
         def counting(conn, command, check_health=True):
-            self.count += 1
+            if threading.get_ident() == thread:
+                self.count += 1
             return original(conn, command, check_health)
 
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from common.streams import STREAM_KEY, VEHICLE, latest_key
 from tests.conftest import RedisRoundTrips, bearer, meter, vehicle
 from web import db as web_db
-from web.auth import PUBLIC_ENDPOINTS, new_token
+from web.auth import PUBLIC_ENDPOINTS, hash_token, new_token
 
 # The scope each route needs. A route missing here is held to the default rule (GET/HEAD under
 # /v1: read; anything else: admin), so a new route is covered the day it is added.
@@ -179,6 +181,43 @@ def test_a_known_key_costs_no_round_trip(anon_client, app, auth, monkeypatch):
     trips = RedisRoundTrips(monkeypatch)
     assert anon_client.post("/v1/telemetry", json=meter("m-hot", kwh=11.0), headers=bearer(token)).status_code == 202
     assert trips.count == 1
+
+
+def test_the_request_path_leaves_polling_to_the_watcher(anon_client, app, auth, monkeypatch):
+    """After a process's first request, the revocation poll and last-use stamps run in the watcher thread only."""
+    token = auth.create_key(device="meter:m-watched", rate_limit="100000/minute")
+    assert anon_client.post("/v1/telemetry", json=meter("m-watched"), headers=bearer(token)).status_code == 202
+    cache = app.extensions["key_cache"]
+    polls_here = []
+    real_poll = type(cache)._poll_locked
+    monkeypatch.setattr(cache, "_poll_locked", lambda now: polls_here.append(threading.get_ident() == test_thread)
+                        or real_poll(cache, now))
+    test_thread = threading.get_ident()
+    deadline = time.monotonic() + 10
+    second = 0
+    while len(polls_here) < 2:  # requests go on over two polls of the watcher
+        assert time.monotonic() < deadline, f"the watcher did not poll twice in 10 s: {polls_here}"
+        second += 1
+        reading = meter("m-watched", ts=datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=second))
+        assert anon_client.post("/v1/telemetry", json=reading, headers=bearer(token)).status_code == 202
+    assert not any(polls_here), "a request polled instead of the watcher"
+
+
+def test_revocation_elsewhere_reaches_an_idle_process(app, settings, auth, anon_client):
+    """The watcher drops a key revoked by another process without waiting for this process's next request."""
+    from web import create_app
+
+    token = auth.create_key(scopes=["read"])
+    assert anon_client.get("/v1/vehicles/v1/latest", headers=bearer(token)).status_code == 404
+    cache = app.extensions["key_cache"]
+    assert hash_token(token) in cache
+    other = create_app(settings).test_client()
+    other.environ_base["HTTP_AUTHORIZATION"] = bearer(auth.create_key(scopes=["admin"]))["Authorization"]
+    assert other.delete(f"/v1/keys/{auth.key_id(token)}").status_code == 204
+    deadline = time.monotonic() + 5
+    while hash_token(token) in cache:
+        assert time.monotonic() < deadline, "the revoked key is still cached after 5 s"
+        time.sleep(0.05)
 
 
 def test_unknown_keys_are_not_remembered(anon_client, app, auth):

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -32,6 +35,8 @@ from common.settings import Settings
 from common.streams import API_KEYS_VERSION_KEY, ID_FIELD, KIND_NAMES, METER, VEHICLE, Reading
 from web import db, rate_limit
 from web.errors import error_response
+
+log = logging.getLogger(__name__)
 
 # A token is ``eik_<id>_<secret>``: a prefix that secret scanners can match, the key's id (16 hex
 # digits: the lookup is by primary key, then the hash is compared in constant time) and 43
@@ -89,67 +94,97 @@ class Principal:
 
 
 class KeyCache:
-    """A bounded map of token hash -> principal, kept fresh without a round trip per request.
+    """A bounded map of token hash -> principal, kept fresh off the request path.
 
     Each process loads every usable key at once (one query: on its first request, after a
     revocation, and once per AUTH_CACHE_SECONDS), so a fleet's device keys are known before they
-    call. A key created since is looked up once, then cached. The revocation version in Redis is
-    read at most once per AUTH_REVOCATION_POLL_MS; when it moves, the cache is loaded anew. Key ids
-    seen are stamped as last used once a minute, in one statement.
+    call. A key created since is looked up once, then cached. A watcher thread reads the revocation
+    version in Redis every AUTH_REVOCATION_POLL_MS and loads the cache anew when it moves; it also
+    stamps the key ids seen as last used, once a minute, in one statement. A request only reads the
+    dict; it polls itself only when the watcher is not running (the first request of a process, or
+    after the process sat idle and the watcher stopped), so revocation holds without it.
     """
 
     TOUCH_SECONDS = 60.0
+    # The watcher stops after this long without a request (an app that serves nothing polls nothing).
+    IDLE_SECONDS = 60.0
 
     def __init__(self, app: Flask, settings: Settings):
         self._app = app  # its Redis client and Postgres pool (also outside a request, e.g. from the CLI)
         self._ttl = settings.auth_cache_seconds
         self._size = settings.auth_cache_size
         self._poll_seconds = settings.auth_revocation_poll_ms / 1000
+        # A request polls when the last poll is older than this: the watcher is not polling.
+        self._stale_seconds = 2 * self._poll_seconds
         self._entries: dict[str, Principal] = {}
         self._version: str | None = None
         self._polled_at = -1e9
-        self._loaded_at: float | None = None  # None: load on the next request
+        self._asked_at = -1e9
+        self._loaded_at: float | None = None  # None: load on the next poll
         self._used: set[str] = set()
         self._touched_at = time.monotonic()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._watcher: threading.Thread | None = None
 
     def get(self, token_hash: str) -> Principal | None:
         """Return the cached principal of a token, or None (then the caller loads it)."""
         now = time.monotonic()
-        if now - self._polled_at >= self._poll_seconds:
-            self.poll(now)
+        self._asked_at = now
+        if now - self._polled_at >= self._stale_seconds:
+            self._poll_for_request(now)
         principal = self._entries.get(token_hash)
         if principal is None or now - principal.loaded_at > self._ttl:
             return None
         return principal
 
+    def _poll_for_request(self, now: float) -> None:
+        """Poll in the request (the watcher is not running) and start the watcher."""
+        if self._pid != os.getpid():  # a forked child: the parent's watcher and lock are not ours
+            self._pid, self._lock, self._watcher = os.getpid(), threading.Lock(), None
+        if not self._lock.acquire(blocking=False):
+            return  # someone is polling right now
+        try:
+            self._poll_locked(now)
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=_watch, args=(weakref.ref(self), self._poll_seconds),
+                                                 name="key-cache-watcher", daemon=True)
+                self._watcher.start()
+        finally:
+            self._lock.release()
+
     def poll(self, now: float | None = None) -> None:
         """Read the revocation version (one GET); reload when it moved or the load is old; stamp last use."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._polled_at = now
-            try:
-                version = self._app.extensions["redis"].get(API_KEYS_VERSION_KEY)
-            except redis.RedisError:
-                version = self._version  # keep what we know; ingest answers 503 meanwhile anyway
-            if version != self._version:
-                self._version = version
-                self._entries.clear()
-                self._loaded_at = None
-            if self._loaded_at is None or now - self._loaded_at > self._ttl:
-                self._load_all(now)
-            if self._used and now - self._touched_at >= self.TOUCH_SECONDS:
-                self._touch(now)
+            self._poll_locked(now)
 
-    def _load_all(self, now: float) -> None:
+    def _poll_locked(self, now: float) -> None:
+        self._polled_at = now
+        try:
+            version = self._app.extensions["redis"].get(API_KEYS_VERSION_KEY)
+        except redis.RedisError:
+            version = self._version  # keep what we know; ingest answers 503 meanwhile anyway
+        revoked = version != self._version
+        if revoked:
+            self._version = version
+            self._loaded_at = None
+        if (self._loaded_at is None or now - self._loaded_at > self._ttl) and not self._load_all(now) and revoked:
+            self._entries = {}  # a key may have been revoked and the keys cannot be loaded: forget them all
+        if self._used and now - self._touched_at >= self.TOUCH_SECONDS:
+            self._touch(now)
+
+    def _load_all(self, now: float) -> bool:
+        """Replace the entries by every usable key (the old ones serve meanwhile); False if Postgres failed."""
         try:
             with db.get_pool(self._app).connection() as conn:
                 rows = conn.execute(load_sql("keys/usable"), {"limit": self._size}).fetchall()
         except psycopg.Error:
             self._loaded_at = now  # Postgres is down: keep serving the keys known, try again later
-            return
+            return False
         self._entries = {row[2]: _principal(row) for row in rows}
         self._loaded_at = now
+        return True
 
     def _touch(self, now: float) -> None:
         used, self._used = self._used, set()
@@ -173,6 +208,24 @@ class KeyCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, token_hash: str) -> bool:
+        """Tell whether a token hash is cached (without polling)."""
+        return token_hash in self._entries
+
+
+def _watch(cache_ref: weakref.ref, interval: float) -> None:
+    """Poll a key cache every ``interval`` seconds until it is gone or no request asked it for a while."""
+    while True:
+        time.sleep(interval)
+        cache: KeyCache | None = cache_ref()
+        if cache is None or time.monotonic() - cache._asked_at > cache.IDLE_SECONDS:
+            return  # the next request polls by itself and starts a new watcher
+        try:
+            cache.poll()
+        except Exception:  # a watcher that dies would leave revocation to the requests: log, go on
+            log.exception("the key cache's poll failed")
+        del cache
 
 
 def _principal(row) -> Principal:
