@@ -51,7 +51,9 @@ PUBLIC_ENDPOINTS = frozenset({"ops.healthz", "openapi.openapi_json", "openapi.do
 # own latest state (the view argument that names the device).
 DEVICE_LATEST_ENDPOINTS = {"latest.vehicle_latest": (VEHICLE, "vehicle_id"),
                            "latest.meter_latest": (METER, "meter_id")}
-DEVICE_INGEST_ENDPOINT = "telemetry.ingest"
+# Ingest: a device key may reach it (its own readings, checked by forbid_other_devices), and its rate limit
+# counts in the ingest script, not in Flask-Limiter (web/rate_limit.py).
+INGEST_ENDPOINT = "telemetry.ingest"
 PRINCIPAL_KEY = "energy.principal"  # in the WSGI environ: cheaper than flask.g
 KEY_ID_KEY = "energy.key_id"  # what the request log names
 _DEVICE_KINDS = {name: kind for kind, name in KIND_NAMES.items()}
@@ -308,7 +310,7 @@ def _authorize(principal: Principal, req) -> object | None:
         return None
     if principal.device is not None:
         kind, device_id = principal.device
-        if endpoint == DEVICE_INGEST_ENDPOINT and "ingest" in principal.scopes:
+        if endpoint == INGEST_ENDPOINT and "ingest" in principal.scopes:
             return None  # which readings it may send: forbid_other_devices, after parsing
         target = DEVICE_LATEST_ENDPOINTS.get(endpoint)
         if target is not None and "read" in principal.scopes and target[0] == kind \
@@ -356,7 +358,10 @@ def _check(app: Flask):
         environ[PRINCIPAL_KEY] = principal
         environ[KEY_ID_KEY] = principal.key_id
         cache.used(principal.key_id)
-        return _authorize(principal, req)
+        refusal = _authorize(principal, req)
+        if refusal is None and req.endpoint != INGEST_ENDPOINT:
+            limiter.check()  # Flask-Limiter's count (429 by raising); ingest counts in its own Redis script
+        return refusal
 
     return authenticate
 

@@ -26,7 +26,6 @@ from web.errors import error_response
 
 _FAILURE_NAMESPACE = "auth-failures"
 _KEY_PREFIX = "ratelimit"
-INGEST_ENDPOINT = "telemetry.ingest"
 _COUNTER_CACHE_SIZE = 100_000
 
 
@@ -63,9 +62,10 @@ class RateLimits:
             # fall back to Postgres and /readyz must still say what is wrong).
             swallow_errors=True,
         )
-        _skip_hooks_on_ingest(app)
+        self.check = _keep_hooks_off_ingest(app, self.limiter)
         self.limiter.request_filter(lambda: self._principal_of() is None)
         self._counters: dict[tuple[str, str], tuple[str, int, int]] = {}
+        self._parsed: dict[str, limits.RateLimitItem] = {}
 
     def _key(self) -> str:
         return self._principal_of().key_id
@@ -86,8 +86,13 @@ class RateLimits:
         """
         limit = self._limit_of(principal)
         cached = self._counters.get((principal.key_id, limit))
-        if cached is None:
-            item = limits.parse(limit)
+        if cached is None:  # a key's first ingest in this process: parse its limit once per distinct limit
+            item = self._parsed.get(limit)
+            if item is None:
+                item = limits.parse(limit)
+                if len(self._parsed) >= _COUNTER_CACHE_SIZE:
+                    self._parsed.clear()
+                self._parsed[limit] = item
             key = self.limiter.storage.prefixed_key(item.key_for(_KEY_PREFIX, principal.key_id, "global"))
             cached = (key, item.amount, item.get_expiry())
             if len(self._counters) >= _COUNTER_CACHE_SIZE:
@@ -115,26 +120,27 @@ class RateLimits:
         return self.auth_failures_retry_after()
 
 
-def _skip_hooks_on_ingest(app: Flask) -> None:
-    """Keep Flask-Limiter's three request hooks (the newest of each list) off the ingest route.
+def _keep_hooks_off_ingest(app: Flask, limiter: Limiter) -> Callable[[], None]:
+    """Take Flask-Limiter's three request hooks off the app; return its check, for web.auth to call.
 
-    Ingest counts in its own Redis call (RateLimits.ingest_counter); the hooks would add ~80 us of
-    Python to every reading even with a request filter, which the benchmark sees.
+    Ingest counts in its own Redis call (RateLimits.ingest_counter), so it must not pay for the
+    hooks: each registered hook costs every request a call, even one that returns at once. The
+    check runs from web.auth's hook on every other route. The other two hooks do nothing with these
+    settings: the after-request one adds headers (``headers_enabled=False``) and applies
+    ``deduct_when`` limits (none), the teardown one resets a context that lives on the request
+    context and goes with it.
     """
-
-    def before(hook):
-        return functools.wraps(hook)(lambda: None if request.endpoint == INGEST_ENDPOINT else hook())
-
-    def after(hook):
-        return functools.wraps(hook)(lambda response: response if request.endpoint == INGEST_ENDPOINT
-                                     else hook(response))
-
-    def teardown(hook):
-        return functools.wraps(hook)(lambda exc=None: None if request.endpoint == INGEST_ENDPOINT else hook(exc))
-
-    for hooks, wrap in ((app.before_request_funcs[None], before), (app.after_request_funcs[None], after),
-                        (app.teardown_request_funcs[None], teardown)):
-        hooks[-1] = wrap(hooks[-1])
+    check = limiter._check_request_limit
+    app.before_request_funcs[None].remove(check)
+    after = app.after_request_funcs[None]
+    teardown = app.teardown_request_funcs[None]
+    inject = [f for f in after if isinstance(f, functools.partial) and f.args == (limiter,)]
+    release = [f for f in teardown if getattr(f, "__self__", None) is limiter]
+    if len(inject) != 1 or len(release) != 1:
+        raise RuntimeError("Flask-Limiter's request hooks are not the ones web.rate_limit knows")
+    after.remove(inject[0])
+    teardown.remove(release[0])
+    return check
 
 
 def init_app(app: Flask, principal_of: Callable[[], object | None]) -> None:
