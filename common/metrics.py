@@ -20,12 +20,10 @@ from dataclasses import dataclass
 
 import redis
 
-from common.streams import CONSUMER_GROUP, STREAM_KEY
+from common.streams import CONSUMER_GROUP, COUNTERS_KEY, DRAIN_SECONDS_KEY, SINGLE, KeySpace
 
 log = logging.getLogger(__name__)
 
-COUNTERS_KEY = "metrics:counters"
-DRAIN_SECONDS_KEY = "metrics:drain_batch_seconds"
 FLUSH_SECONDS = 0.25
 
 # name -> (help, label names). Exposed as ``energy_<name>_total``.
@@ -34,7 +32,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "readings_rejected": (
         "Readings refused by POST /v1/telemetry, by kind (meter, vehicle, unknown) and reason "
         "(invalid: failed validation, overloaded: backpressure 503, forbidden: a device key sent another "
-        "device, rate_limited: over the key's limit).",
+        "device, rate_limited: over the key's limit, not_stored: Redis or its replicas did not confirm the write).",
         ("kind", "reason"),
     ),
     "requests_rejected": (
@@ -179,37 +177,100 @@ class StreamLoad:
         return self.undelivered + self.pending
 
 
-def read_stream_load(client: redis.Redis, stream_key: str = STREAM_KEY, group: str = CONSUMER_GROUP) -> StreamLoad:
-    """Read the stream's backlog and Redis memory in one round trip (XINFO GROUPS, XLEN, INFO memory)."""
+def _decoded(info: dict) -> dict:
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+
+
+def read_stream_load(client: redis.Redis, keys: KeySpace = SINGLE, group: str = CONSUMER_GROUP) -> StreamLoad:
+    """Read the backlog summed over every shard's stream, and the fullest node's memory.
+
+    On a single Redis this is one round trip (XINFO GROUPS and XLEN per shard, INFO memory); on a
+    cluster one pipeline over the shards' nodes plus INFO memory of every primary.
+    """
+    from common.redis_clients import is_cluster
+
+    cluster = is_cluster(client)
+    streams = keys.all_streams()
     pipe = client.pipeline(transaction=False)
-    pipe.xinfo_groups(stream_key)
-    pipe.xlen(stream_key)
-    pipe.info("memory")
-    groups, length, memory = pipe.execute(raise_on_error=False)
-    if isinstance(length, Exception):
-        raise length
-    if isinstance(memory, redis.ResponseError):
-        memory = {}  # INFO disabled (some hosted Redis, fakeredis): the memory check is skipped
-    elif isinstance(memory, Exception):
-        raise memory
-    undelivered: int | None = length  # no stream or no group yet: everything is undelivered
-    pending = 0
-    if isinstance(groups, list):
-        for info in groups:
-            info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
-            if (info.get("name") in (group, group.encode())):
-                lag = info.get("lag")
-                undelivered = None if lag is None else int(lag)
-                pending = int(info.get("pending") or 0)
-    elif not (isinstance(groups, redis.ResponseError) and "no such key" in str(groups)):
-        raise groups
+    for stream in streams:
+        pipe.xinfo_groups(stream)
+        pipe.xlen(stream)
+    if not cluster:
+        pipe.info("memory")
+    replies = pipe.execute(raise_on_error=False)
+    length_total, undelivered_total, pending_total = 0, 0, 0
+    lag_known = True
+    for groups, length in zip(replies[0:2 * len(streams):2], replies[1:2 * len(streams):2], strict=True):
+        if isinstance(length, Exception):
+            raise length
+        undelivered: int | None = int(length)  # no stream or no group yet: everything is undelivered
+        pending = 0
+        if isinstance(groups, list):
+            for info in map(_decoded, groups):
+                if info.get("name") in (group, group.encode()):
+                    lag = info.get("lag")
+                    undelivered = None if lag is None else int(lag)
+                    pending = int(info.get("pending") or 0)
+        elif not (isinstance(groups, redis.ResponseError) and "no such key" in str(groups)):
+            raise groups
+        length_total += int(length)
+        pending_total += pending
+        if undelivered is None:
+            lag_known = False
+        else:
+            undelivered_total += undelivered
+    if cluster:
+        memory = _fullest_node(client)
+    else:
+        memory = replies[-1]
+        if isinstance(memory, redis.ResponseError):
+            memory = {}  # INFO disabled (some hosted Redis, fakeredis): the memory check is skipped
+        elif isinstance(memory, Exception):
+            raise memory
     return StreamLoad(
-        length=int(length),
-        undelivered=undelivered,
-        pending=pending,
+        length=length_total,
+        undelivered=undelivered_total if lag_known else None,
+        pending=pending_total,
         used_memory=int(memory.get("used_memory", 0)),
         maxmemory=int(memory.get("maxmemory", 0)),
     )
+
+
+def _fullest_node(client) -> dict:
+    """Return INFO memory of the cluster primary closest to its maxmemory (the most used one if none has one)."""
+    from redis.cluster import RedisCluster
+
+    try:
+        infos = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    except redis.ResponseError:
+        return {}
+    if not isinstance(infos, dict) or "used_memory" in infos:
+        return infos if isinstance(infos, dict) else {}
+
+    def fullness(info: dict) -> tuple[float, int]:
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        return (used / limit if limit else 0.0, used)
+
+    return max(infos.values(), key=fullness, default={})
+
+
+def read_pending_and_dead(client: redis.Redis, keys: KeySpace = SINGLE,
+                          group: str = CONSUMER_GROUP) -> tuple[str | None, int]:
+    """Return the oldest pending entry's id over every shard (None: nothing pending) and the dead letters' count."""
+    pipe = client.pipeline(transaction=False)
+    for shard in range(keys.shards):
+        pipe.xpending(keys.stream(shard), group)
+        pipe.xlen(keys.dead_letters(shard))
+    replies = pipe.execute(raise_on_error=False)
+    oldest, dead = None, 0
+    for summary, dead_letters in zip(replies[::2], replies[1::2], strict=True):
+        if isinstance(dead_letters, Exception):
+            raise dead_letters
+        dead += int(dead_letters)
+        has_pending = isinstance(summary, dict) and summary.get("pending") and summary.get("min")
+        if has_pending and (oldest is None or entry_id_millis(summary["min"]) < entry_id_millis(oldest)):
+            oldest = summary["min"]
+    return oldest, dead
 
 
 def entry_id_millis(entry_id: str | bytes) -> int:

@@ -61,6 +61,10 @@ def _rate(env: dict[str, str], name: str, default: str) -> str:
     return raw
 
 
+# A drain slot serves its shards in turn; more shards than this only adds round trips.
+MAX_STREAM_SHARDS = 256
+
+
 def normalize_database_url(url: str) -> str:
     """Accept Heroku-style ``postgres://`` URLs as well as ``postgresql://``."""
     if url.startswith("postgres://"):
@@ -91,6 +95,12 @@ class Settings:
     reclaim_idle_seconds: int = 30
     dead_letter_after: int = 5
     redis_socket_timeout: float = 5.0
+    # Scale-out (docs/scaling.md): streams sharded by device; a Redis Cluster for the data keys;
+    # "accepted" meaning this many replicas confirmed the write (WAIT) within the timeout.
+    stream_shards: int = 1
+    redis_cluster_url: str = ""
+    redis_min_replicas_ack: int = 0
+    redis_wait_timeout_ms: int = 500
     # Backpressure: one hour of 10,000 meters + 10,000 vehicles at one reading a minute.
     backlog_limit: int = 1_200_000
     # Entries the stream may hold, acknowledged ones included: with the trim job stopped, the
@@ -174,6 +184,10 @@ class Settings:
             reclaim_idle_seconds=_int(env, "RECLAIM_IDLE_SECONDS", d.reclaim_idle_seconds, 1),
             dead_letter_after=_int(env, "DEAD_LETTER_AFTER", d.dead_letter_after, 1),
             redis_socket_timeout=_float(env, "REDIS_SOCKET_TIMEOUT", d.redis_socket_timeout, 0.1),
+            stream_shards=_int(env, "STREAM_SHARDS", d.stream_shards, 1),
+            redis_cluster_url=(env.get("REDIS_CLUSTER_URL") or "").strip(),
+            redis_min_replicas_ack=_int(env, "REDIS_MIN_REPLICAS_ACK", d.redis_min_replicas_ack, 0),
+            redis_wait_timeout_ms=_int(env, "REDIS_WAIT_TIMEOUT_MS", d.redis_wait_timeout_ms, 1),
             backlog_limit=_int(env, "BACKLOG_LIMIT", d.backlog_limit, 1),
             stream_length_limit=_int(env, "STREAM_LENGTH_LIMIT", d.stream_length_limit, 1),
             redis_memory_limit_ratio=_float(env, "REDIS_MEMORY_LIMIT_RATIO", d.redis_memory_limit_ratio, 0.01),
@@ -219,6 +233,12 @@ class Settings:
         if self.db_pool_min_size > self.db_pool_max_size:
             raise SettingsError(
                 f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) must be <= DB_POOL_MAX_SIZE ({self.db_pool_max_size})"
+            )
+        if self.stream_shards > MAX_STREAM_SHARDS:
+            raise SettingsError(f"STREAM_SHARDS must be <= {MAX_STREAM_SHARDS}, got {self.stream_shards}")
+        if self.redis_cluster_url and not self.redis_cluster_url.startswith(("redis://", "rediss://")):
+            raise SettingsError(
+                f"REDIS_CLUSTER_URL must be a redis:// or rediss:// URL, got {self.redis_cluster_url!r}"
             )
         if self.redis_ssl_ca_certs and not os.path.isfile(self.redis_ssl_ca_certs):
             raise SettingsError(f"REDIS_SSL_CA_CERTS must name a readable file, got {self.redis_ssl_ca_certs!r}")

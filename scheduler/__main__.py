@@ -16,8 +16,9 @@ import redis
 from rq.cron import CronScheduler
 
 from common.logging import configure_logging
-from common.redis_clients import rq_client
+from common.redis_clients import data_client, rq_client
 from common.settings import Settings
+from common.streams import KeySpace
 from scheduler.summary import IngestSummary
 
 log = logging.getLogger("scheduler")
@@ -71,7 +72,9 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     connection = rq_client(settings)
-    run(build_scheduler(connection), stop, IngestSummary(connection, settings.log_summary_seconds))
+    # The summary reads the metrics where they live: the data Redis (a cluster, with REDIS_CLUSTER_URL).
+    summary = IngestSummary(data_client(settings), settings.log_summary_seconds, KeySpace.for_settings(settings))
+    run(build_scheduler(connection), stop, summary)
     return 0
 
 

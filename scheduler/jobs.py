@@ -9,6 +9,7 @@ import redis
 from common import metrics
 from common.redis_clients import data_client
 from common.settings import Settings
+from common.streams import KeySpace
 from scheduler import partitions
 from workers import stream_maintenance
 
@@ -34,10 +35,10 @@ def reclaim_stale_entries() -> dict:
 
 
 def trim_stream() -> dict:
-    """Remove acknowledged entries from the stream (never a pending or undelivered one)."""
+    """Remove acknowledged entries from every shard's stream (never a pending or undelivered one)."""
     settings = Settings.from_env()
     client = data_client(settings)
     try:
-        return stream_maintenance.trim_stream(client)
+        return stream_maintenance.trim_streams(client, KeySpace.for_settings(settings))
     finally:
         client.close()

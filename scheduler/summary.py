@@ -13,7 +13,7 @@ import time
 import redis
 
 from common import metrics
-from common.streams import CONSUMER_GROUP, STREAM_KEY
+from common.streams import SINGLE, KeySpace
 
 log = logging.getLogger("summary")
 
@@ -26,21 +26,18 @@ def _totals(counters: dict[str, dict[tuple[str, ...], int]]) -> dict[str, int]:
     }
 
 
-def oldest_pending_age_seconds(client: redis.Redis, now: float) -> float:
-    """Return how long the oldest read-but-unacknowledged entry has waited (0 when none)."""
-    try:
-        summary = client.xpending(STREAM_KEY, CONSUMER_GROUP)
-    except redis.ResponseError:  # no stream or no group yet
-        return 0.0
-    oldest = summary.get("min") if summary else None
+def oldest_pending_age_seconds(client: redis.Redis, now: float, keys: KeySpace = SINGLE) -> float:
+    """Return how long the oldest read-but-unacknowledged entry of any shard has waited (0 when none)."""
+    oldest, _dead = metrics.read_pending_and_dead(client, keys)
     return round(max(0.0, now - metrics.entry_id_millis(oldest) / 1000), 1) if oldest else 0.0
 
 
 class IngestSummary:
     """Log one ``ingest summary`` line per ``interval`` seconds while readings are accepted, rejected or drained."""
 
-    def __init__(self, client: redis.Redis, interval: float):
+    def __init__(self, client: redis.Redis, interval: float, keys: KeySpace = SINGLE):
         self.client = client
+        self.keys = keys
         self.interval = interval
         self._last: tuple[float, dict[str, int]] | None = None
 
@@ -57,7 +54,7 @@ class IngestSummary:
             return None  # the first reading is the baseline
         seconds = now - previous[0]
         delta = {name: totals[name] - previous[1].get(name, 0) for name in totals}
-        load = metrics.read_stream_load(self.client)
+        load = metrics.read_stream_load(self.client, self.keys)
         if not any(delta.values()) and not load.backlog:
             return None
         fields = {
@@ -67,7 +64,7 @@ class IngestSummary:
             "accepted": delta["accepted"],
             "rejected": delta["rejected"],
             "backlog": load.backlog,
-            "drain_lag_seconds": oldest_pending_age_seconds(self.client, now),
+            "drain_lag_seconds": oldest_pending_age_seconds(self.client, now, self.keys),
         }
         log.info("ingest summary", extra=fields)
         return fields

@@ -82,7 +82,7 @@ def test_backpressure_trips_on_stream_length_with_the_trim_stopped(settings, db,
     """Everything is drained and acknowledged (backlog 0), but nobody trims: the stream's length stops ingest."""
     from web import create_app
 
-    app = create_app(dataclasses.replace(settings, stream_length_limit=8, backlog_limit=1000,
+    app = create_app(dataclasses.replace(settings, stream_length_limit=2, backlog_limit=1000,
                                          backpressure_check_ms=0))
     client = keyed_client(app, admin_token)
     drainer = StreamDrainer(settings, redis_client, "length-test")
@@ -96,14 +96,14 @@ def test_backpressure_trips_on_stream_length_with_the_trim_stopped(settings, db,
                      timeout=20, message="the drain to acknowledge everything")
     finally:
         drainer.close()
-    assert redis_client.xlen(STREAM_KEY) == 9
+    assert redis_client.xlen(STREAM_KEY) == 3  # one entry per request
 
     refused = client.post("/v1/telemetry", json=meter("late"))
     assert refused.status_code == 503
     body = refused.get_json()
-    assert (body["error"], body["reason"], body["streamLength"], body["limit"]) == ("overloaded", "stream_length", 9, 8)
+    assert (body["error"], body["reason"], body["streamLength"], body["limit"]) == ("overloaded", "stream_length", 3, 2)
     assert "Retry-After" in refused.headers
-    assert redis_client.xlen(STREAM_KEY) == 9
+    assert redis_client.xlen(STREAM_KEY) == 3  # one entry per request
 
     from workers.stream_maintenance import trim_stream
 

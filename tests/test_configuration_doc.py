@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| `([A-Z0-9_]+)` \| (.+?) \| .+\|$")
 # Defaults that depend on the machine or are empty are described in words in the table.
 DESCRIBED_IN_WORDS = {"WEB_CONCURRENCY": "2 x CPU cores", "REDIS_SSL_CA_CERTS": "(empty)", "CURSOR_SECRET": "(empty)",
-                     "DATABASE_REPLICA_URL": "(empty)"}
+                     "DATABASE_REPLICA_URL": "(empty)", "REDIS_CLUSTER_URL": "(empty)"}
 
 
 def table() -> dict[str, str]:

@@ -67,18 +67,18 @@ def test_a_conflict_is_recorded_once_through_a_crash_after_commit_and_a_redelive
     send(client, [meter("m1", kwh=10.0, ts=TS)])
     drain_all(settings, redis_client)
     send(client, [meter("m1", kwh=11.0, ts=TS), meter("m2", kwh=1.0, ts=TS)])
-    # Worker A commits the batch, then dies before XACK: the entries stay pending under A.
+    # Worker A commits the batch, then dies before XACK: the entry stays pending under A.
     crashed = StreamDrainer(settings, redis_client, "crashing-worker")
     entries, _ = crashed.fetch(block_ms=100)
-    assert len(crashed.write(entries)) == len(entries) == 2  # one stream entry per reading
+    assert len(crashed.write(entries)) == len(entries) == 1  # one stream entry per request
     crashed.close()
     assert len(conflicts(db)) == 1
-    assert redis_client.xpending(STREAM_KEY, CONSUMER_GROUP)["pending"] == 2
+    assert redis_client.xpending(STREAM_KEY, CONSUMER_GROUP)["pending"] == 1
     # Worker B claims the idle entries and writes them again.
     redeliverer = StreamDrainer(settings, redis_client, "redelivering-worker")
     try:
         wait_for(lambda: redeliverer.drain_once(block_ms=10) > 0, 30, interval=0.1, message="the redelivery")
-        assert redeliverer.totals.reclaimed == 2
+        assert redeliverer.totals.reclaimed == 1
     finally:
         redeliverer.close()
     assert not redis_client.xpending(STREAM_KEY, CONSUMER_GROUP)["pending"]

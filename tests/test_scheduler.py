@@ -94,11 +94,11 @@ def test_partition_job_reports_what_it_did(job_env, db):
 def test_trim_and_reclaim_jobs_run_against_the_configured_servers(job_env, settings, client, db, redis_client):
     from workers.drain import StreamDrainer
 
-    client.post("/v1/telemetry", json=[meter(f"m{i}") for i in range(5)])
+    for i in range(5):  # an entry each
+        client.post("/v1/telemetry", json=meter(f"m{i}"))
     victim = StreamDrainer(settings, redis_client, "victim")
     victim.ensure_group()
-    victim._own_pending_done = True
-    victim._read(">", None)
+    victim.read_new()
     deadline = time.monotonic() + 30
     while True:
         result = jobs.reclaim_stale_entries()

@@ -115,7 +115,8 @@ def test_approximate_trimming_frees_whole_nodes_of_a_long_acknowledged_stream(re
 def test_trim_job_uses_the_telemetry_stream(settings, client, redis_client):
     from workers.drain import StreamDrainer
 
-    client.post("/v1/telemetry", json=[meter(f"m{i}", ts=minutes_ago(1)) for i in range(10)])
+    for i in range(10):  # an entry each
+        client.post("/v1/telemetry", json=meter(f"m{i}", ts=minutes_ago(1)))
     drainer = StreamDrainer(settings, redis_client, "trim-test")
     drainer.ensure_group()
     try:
@@ -144,11 +145,11 @@ def test_reclaim_writes_a_dead_consumers_entries_and_acknowledges_them(settings,
     from workers.drain import StreamDrainer
 
     caplog.set_level(logging.INFO)  # the log lines' fields must not clash with LogRecord's own
-    client.post("/v1/telemetry", json=[meter(f"m{i}", ts=minutes_ago(1)) for i in range(25)])
+    for i in range(25):  # an entry each
+        client.post("/v1/telemetry", json=meter(f"m{i}", ts=minutes_ago(1)))
     victim = StreamDrainer(settings, redis_client, "victim")
     victim.ensure_group()
-    victim._own_pending_done = True
-    assert len(victim._read(">", None)) == 25  # read, then the victim "dies"
+    assert len(victim.read_new()) == 25  # read, then the victim "dies"
     assert db.execute("SELECT count(*) FROM meter_readings").fetchone()[0] == 0
 
     wait_idle(redis_client, settings.reclaim_idle_seconds, "victim")
@@ -164,12 +165,12 @@ def test_reclaim_writes_a_dead_consumers_entries_and_acknowledges_them(settings,
 def test_reclaim_leaves_entries_that_are_not_idle_yet(settings, client, db, redis_client):
     from workers.drain import StreamDrainer
 
-    client.post("/v1/telemetry", json=[meter("m1"), meter("m2")])
+    client.post("/v1/telemetry", json=meter("m1"))
+    client.post("/v1/telemetry", json=meter("m2"))
     slow = dataclasses.replace(settings, reclaim_idle_seconds=3600)
     live = StreamDrainer(slow, redis_client, "live")
     live.ensure_group()
-    live._own_pending_done = True
-    live._read(">", None)
+    live.read_new()
     assert reclaim_stale_entries(slow, redis_client)["reclaimed"] == 0
     assert redis_client.xpending(STREAM_KEY, CONSUMER_GROUP)["pending"] == 2
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from common.redis_clients import data_client
+from common.redis_clients import data_client, plain_data_client
 from common.settings import Settings
+from common.streams import KeySpace
 from web.json_provider import OrjsonProvider
 
 
@@ -38,7 +39,16 @@ def build_app_without_access_control(settings: Settings | None = None) -> Flask:
     from web.latest_state import LatestStateStore
 
     app.extensions["redis"] = data_client(settings)
-    app.extensions["latest_state"] = LatestStateStore(app.extensions["redis"], ttl_days=settings.latest_ttl_days)
+    app.extensions["redis_keys"] = KeySpace.for_settings(settings)
+    app.extensions["latest_state"] = LatestStateStore(
+        app.extensions["redis"],
+        app.extensions["redis_keys"],
+        ttl_days=settings.latest_ttl_days,
+        # On a cluster the rate-limit counters stay on REDIS_URL, beside Flask-Limiter's.
+        counter_client=plain_data_client(settings) if settings.redis_cluster_url else None,
+        min_replicas_ack=settings.redis_min_replicas_ack,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+    )
     app.extensions["reading_parser"] = telemetry.ReadingParser(
         settings.max_clock_skew_seconds, settings.retention_days
     )

@@ -17,6 +17,7 @@ from flask import Flask
 
 from common.metrics import StreamLoad, read_stream_load
 from common.settings import Settings
+from common.streams import KeySpace
 from web.errors import ApiError, error_response
 
 
@@ -46,8 +47,10 @@ class BackpressureGate:
         client_getter: Callable[[], redis.Redis],
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
+        keys: KeySpace | None = None,
     ):
         self._client_getter = client_getter
+        self.keys = keys or KeySpace.for_settings(settings)
         self.settings = settings
         self._clock = clock
         self._interval = settings.backpressure_check_ms / 1000
@@ -63,7 +66,7 @@ class BackpressureGate:
             return self._overload
         with self._lock:
             if self._checked_at is None or self._clock() - self._checked_at >= self._interval:
-                load = read_stream_load(self._client_getter())
+                load = read_stream_load(self._client_getter(), self.keys)
                 self.last_load = load
                 self._overload = self.judge(load)
                 self._checked_at = self._clock()
@@ -75,7 +78,8 @@ class BackpressureGate:
         if load.backlog > limit:
             return Overload(
                 "backlog",
-                f"Ingestion is paused: {load.backlog} readings wait to be written (limit {limit}); retry shortly.",
+                f"Ingestion is paused: {load.backlog} stream entries wait to be written (limit {limit}); "
+                "retry shortly.",
                 {"backlog": load.backlog, "limit": limit},
             )
         length_limit = self.settings.stream_length_limit
@@ -105,7 +109,8 @@ class BackpressureGate:
 def init_app(app: Flask) -> None:
     """Give the app its gate and answer ``OverloadedError`` with a ``Retry-After`` header."""
     settings = app.config["SETTINGS"]
-    app.extensions["backpressure"] = BackpressureGate(lambda: app.extensions["redis"], settings)
+    app.extensions["backpressure"] = BackpressureGate(lambda: app.extensions["redis"], settings,
+                                                      keys=app.extensions["redis_keys"])
 
     @app.errorhandler(OverloadedError)
     def _overloaded(exc: OverloadedError):

@@ -21,6 +21,7 @@ class ApiError(Exception):
         self.error = error
         self.message = message
         self.extra = extra
+        self.headers: dict[str, str] = {}
 
 
 def error_response(status: int, error: str, message: str, headers: dict | None = None, **extra):
@@ -42,7 +43,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.error, exc.message, **exc.extra)
+        return error_response(exc.status, exc.error, exc.message, headers=exc.headers, **exc.extra)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -1,113 +1,55 @@
-"""LatestStateStore: each device's newest reading in a Redis hash, plus the stream append."""
+"""LatestStateStore: each device's newest reading in a Redis hash, plus the stream append, per shard.
+
+On a single Redis one ingest request is one script call covering every shard it touches (atomic,
+one round trip). On a Redis Cluster each shard's part is one script call on the node that holds
+the shard's slot, pipelined per node (one round trip per node); a request spread over several
+nodes can then be taken in part when a node fails. With REDIS_MIN_REPLICAS_ACK, a ``WAIT`` on the
+same connection follows the script: a write the replicas did not confirm is not called accepted.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import redis
+from redis.exceptions import NoScriptError, ResponseError
 
-from common.streams import API_FIELDS, ID_FIELD, STREAM_KEY, Reading, epoch_micros, format_ts, latest_key
+from common.redis_clients import is_cluster
+from common.streams import (
+    API_FIELDS,
+    GET_MANY_LUA,
+    ID_FIELD,
+    INGEST_LUA,
+    METER,
+    REFILL_LUA,
+    SINGLE,
+    KeySpace,
+    Reading,
+    epoch_micros,
+    format_ts,
+)
 from web.redis_direct import DirectRedis
 
-# Each device's latest reading is a hash: ``_ts`` (epoch micros, for the forward-only compare),
-# ``timestamp`` and the values as the API names them, and ``json``, the whole API answer for that
-# device, rendered once at write time so that reads return it as it is (see _GET_MANY_LUA).
-#
-# One atomic round trip per ingest request. First the caller's rate limit: KEYS[2] is its
-# fixed-window counter, ARGV[1] the limit (0: none) and ARGV[2] the window in seconds; the same
-# INCRBY-then-EXPIRE that Flask-Limiter's Redis storage runs on the same key (web/rate_limit.py),
-# so ingest and the other routes share one count per key without a second round trip. Over the
-# limit, the script writes nothing and returns minus the seconds until the window ends. Then,
-# for each reading, in order: move the device's hash forward only when the reading is strictly
-# newer than what it holds (an older or equal one leaves it alone), then append the reading to
-# the stream. KEYS[1] is the stream, KEYS[i+2] the hash of reading i; from ARGV[3], eight values
-# per reading: kind, epoch micros, ISO timestamp, three values (the third empty for a meter), the
-# JSON answer and the COPY row; the last ARGV is the hashes' time to live in seconds
-# (LATEST_TTL_DAYS), refreshed by every reading of the device, so a device that falls silent
-# leaves Redis after that long (reads then come from Postgres). Doing both in one script means an
-# accepted reading is always in the stream: there is no state where Redis took one half and not
-# the other.
-_INGEST_LUA = """
-local stream = KEYS[1]
-local ttl = ARGV[#ARGV]
-local limit = tonumber(ARGV[1])
-if limit > 0 then
-  local count = redis.call('INCRBY', KEYS[2], 1)
-  if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
-  if count > limit then
-    local left = redis.call('TTL', KEYS[2])
-    if left < 1 then left = 1 end
-    return -left
-  end
-end
-local n = #KEYS - 2
-for i = 1, n do
-  local key = KEYS[i + 2]
-  local a = (i - 1) * 8 + 2
-  local kind = ARGV[a + 1]
-  local ts = tonumber(ARGV[a + 2])
-  local current = redis.call('HGET', key, '_ts')
-  if (not current) or tonumber(current) < ts then
-    if kind == 'm' then
-      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
-                 'kwhConsumedAc', ARGV[a + 4], 'voltage', ARGV[a + 5], 'json', ARGV[a + 7])
-    else
-      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
-                 'soc', ARGV[a + 4], 'kwhDeliveredDc', ARGV[a + 5], 'batteryTemp', ARGV[a + 6],
-                 'json', ARGV[a + 7])
-    end
-  end
-  redis.call('EXPIRE', key, ttl)
-  redis.call('XADD', stream, '*', 'k', kind, 'r', ARGV[a + 8])
-end
-return n
-"""
+log = logging.getLogger(__name__)
 
-# Refill hashes from Postgres (a read that missed, or a rebuild after Redis lost its data) with the
-# same rule as ingest: a hash only moves forward in time, so a refill never overwrites a newer
-# reading that arrived meanwhile. (The same reading again is written only to add a missing
-# ``json`` field, to a hash written before that field existed.) KEYS[i] is the hash of reading i;
-# ARGV holds seven values per reading: kind, epoch micros, ISO timestamp, three values (the third
-# empty for a meter) and the JSON answer, then the time to live in seconds: every hash the refill
-# touches gets it, so a refilled device leaves Redis again if it stays silent. Returns how many
-# hashes it wrote.
-_REFILL_LUA = """
-local moved = 0
-local ttl = ARGV[#ARGV]
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local a = (i - 1) * 7
-  local ts = tonumber(ARGV[a + 2])
-  local current = redis.call('HGET', key, '_ts')
-  if (not current) or tonumber(current) < ts
-     or (tonumber(current) == ts and redis.call('HEXISTS', key, 'json') == 0) then
-    if ARGV[a + 1] == 'm' then
-      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
-                 'kwhConsumedAc', ARGV[a + 4], 'voltage', ARGV[a + 5], 'json', ARGV[a + 7])
-    else
-      redis.call('HSET', key, '_ts', ARGV[a + 2], 'timestamp', ARGV[a + 3],
-                 'soc', ARGV[a + 4], 'kwhDeliveredDc', ARGV[a + 5], 'batteryTemp', ARGV[a + 6],
-                 'json', ARGV[a + 7])
-    end
-    moved = moved + 1
-  end
-  redis.call('EXPIRE', KEYS[i], ttl)
-end
-return moved
-"""
+# Answers of a cluster node that mean "this command did not run here; ask the cluster again".
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
+_CLUSTER_ATTEMPTS = 3
 
-# Read many devices' JSON answers in one round trip: KEYS are the hashes. Returns the found
-# answers joined by commas (in KEYS order, ready to go between the brackets of a JSON array) and
-# the 1-based positions of the keys with no answer. One HGET a device is the cheapest read a Lua
-# script can do (~2 us); building 1,000 dicts in Python from separate fields took ~5 ms.
-_GET_MANY_LUA = """
-local found, missing = {}, {}
-for i = 1, #KEYS do
-  local answer = redis.call('HGET', KEYS[i], 'json')
-  if answer then found[#found + 1] = answer else missing[#missing + 1] = i end
-end
-return {table.concat(found, ','), missing}
-"""
+
+class NotStoredError(Exception):
+    """Redis did not take (or its replicas did not confirm) a request's readings.
+
+    ``maybe_partly`` tells whether some of them may have been taken anyway (another shard's node
+    took its part, or the master took a write its replicas did not confirm): resending is harmless.
+    """
+
+    def __init__(self, reason: str, message: str, maybe_partly: bool):
+        super().__init__(message)
+        self.reason = reason
+        self.maybe_partly = maybe_partly
+
 
 # The API answer of one device, rendered from the values' reprs (ids hold nothing JSON escapes,
 # and the reprs of finite floats are JSON numbers).
@@ -127,66 +69,277 @@ def render_answer(reading: Reading) -> str:
     return _answer(reading, format_ts(reading.ts), [repr(v) for v in reading.values])
 
 
-def _hash_args(reading: Reading, iso: str, values: list[str]) -> tuple[str, ...]:
-    """Return the seven script arguments that describe ``reading``'s hash."""
-    padded = values if len(values) == 3 else [*values, ""]
-    return (reading.kind, str(epoch_micros(reading.ts)), iso, *padded, _answer(reading, iso, values))
+def _reading_args(reading: Reading, iso: str, values: list[str]) -> tuple[str, ...]:
+    """Return the script arguments that describe ``reading``'s hash (common/streams.py)."""
+    return (reading.kind, str(epoch_micros(reading.ts)), iso, *values, _answer(reading, iso, values))
+
+
+class _ShardGroup:
+    """The keys and arguments of one shard's part of an ingest request."""
+
+    __slots__ = ("args", "keys", "meters", "vehicles")
+
+    def __init__(self, stream_key: str):
+        self.keys = [stream_key]
+        self.args: list[str] = []
+        self.meters: list[str] = []
+        self.vehicles: list[str] = []
+
+    def add(self, key: str, reading: Reading) -> None:
+        # Hot path (every accepted reading): format the timestamp and values once; the row is
+        # exactly Reading.copy_row().
+        iso = format_ts(reading.ts)
+        values = [repr(v) for v in reading.values]
+        self.keys.append(key)
+        self.args += _reading_args(reading, iso, values)
+        (self.meters if reading.kind == METER else self.vehicles).append("\t".join((reading.device_id, iso, *values)))
+
+    def script_args(self) -> list[str]:
+        return [str(len(self.keys) - 1), "\n".join(self.meters), "\n".join(self.vehicles), *self.args]
 
 
 class LatestStateStore:
-    """Write readings to Redis (latest hashes + stream) and read the latest state back."""
+    """Write readings to Redis (latest hashes + stream entries) and read the latest state back."""
 
-    def __init__(self, client: redis.Redis, stream_key: str = STREAM_KEY, ttl_days: int = 30):
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySpace = SINGLE,
+        ttl_days: int = 30,
+        counter_client: redis.Redis | None = None,
+        min_replicas_ack: int = 0,
+        wait_timeout_ms: int = 500,
+    ):
         self.client = client
+        self.keys = keys
+        self.cluster = is_cluster(client)
+        if self.cluster and not keys.tagged:
+            raise ValueError("a Redis Cluster needs hash-tagged keys (KeySpace(tagged=True))")
         self.ttl_seconds = str(ttl_days * 86400)
-        self.direct = DirectRedis(client)  # the hot path: one call per request
-        self.stream_key = stream_key
-        self._ingest = client.register_script(_INGEST_LUA)
-        self._refill = client.register_script(_REFILL_LUA)
-        self._get_many = client.register_script(_GET_MANY_LUA)
+        self.min_replicas_ack = min_replicas_ack
+        self.wait_timeout_ms = wait_timeout_ms
+        # The hot path: one call per request. On a cluster, the rate-limit counter lives on the
+        # plain Redis (REDIS_URL, where Flask-Limiter keeps it) and is checked there first.
+        self.direct = None if self.cluster else DirectRedis(client)
+        self.counter_direct = DirectRedis(counter_client) if counter_client is not None else self.direct
+        self._ingest = client.register_script(INGEST_LUA)
+        self._refill = client.register_script(REFILL_LUA)
+        self._get_many = client.register_script(GET_MANY_LUA)
+        self._counter_script = (counter_client or client).register_script(INGEST_LUA) if self.cluster else None
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def _groups(self, readings: Sequence[Reading]) -> list[_ShardGroup]:
+        keys = self.keys
+        if keys.shards == 1:
+            group = _ShardGroup(keys.stream(0))
+            for r in readings:
+                group.add(keys.latest(r.kind, r.device_id, 0), r)
+            return [group]
+        groups: dict[int, _ShardGroup] = {}
+        for r in readings:
+            shard = keys.shard_of(r.kind, r.device_id)
+            group = groups.get(shard)
+            if group is None:
+                group = groups[shard] = _ShardGroup(keys.stream(shard))
+            group.add(keys.latest(r.kind, r.device_id, shard), r)
+        return list(groups.values())
 
     def append(self, readings: Sequence[Reading], counter: tuple[str, int, int] | None = None) -> int:
-        """Store ``readings`` in one round trip; return how many the stream took.
+        """Store ``readings`` (one stream entry per shard); return how many the streams took.
 
         ``counter`` is the caller's rate limit (counter key, limit, window seconds): over it, nothing
-        is stored and the answer is minus the seconds until the window ends.
+        is stored and the answer is minus the seconds until the window ends. Raises
+        ``NotStoredError`` when Redis (or, with REDIS_MIN_REPLICAS_ACK, its replicas) did not take them.
         """
-        if counter is None:
-            keys = [self.stream_key, self.stream_key]  # the second is unused with limit 0
-            args: list[str] = ["0", "0"]
-        else:
-            keys = [self.stream_key, counter[0]]
-            args = [str(counter[1]), str(counter[2])]
-        for r in readings:
-            # Hot path (every accepted reading): format the timestamp and values once. The row is
-            # exactly Reading.copy_row().
-            iso = format_ts(r.ts)
-            values = [repr(v) for v in r.values]
-            keys.append(latest_key(r.kind, r.device_id))
-            args += _hash_args(r, iso, values)
-            args.append("\t".join((r.device_id, iso, *values)))
-        args.append(self.ttl_seconds)
-        return int(self.direct.evalsha(self._ingest, keys, args))
+        groups = self._groups(readings)
+        if self.cluster:
+            if counter is not None:
+                over = self._check_counter(counter)
+                if over < 0:
+                    return over
+            return self._cluster_append(groups)
+        keys = [counter[0] if counter else groups[0].keys[0]]  # the counter is unused with limit 0
+        args = [str(counter[1]), str(counter[2])] if counter else ["0", "0"]
+        args += (self.ttl_seconds, str(len(groups)))
+        for group in groups:
+            keys += group.keys
+            args += group.script_args()
+        if not self.min_replicas_ack:
+            return int(self.direct.evalsha(self._ingest, keys, args))
+        try:
+            taken, acked = self.direct.evalsha_then_wait(self._ingest, keys, args, self.min_replicas_ack,
+                                                         self.wait_timeout_ms)
+        except redis.ConnectionError as exc:
+            # The script may have run before the connection broke, and no replica confirmed it.
+            raise NotStoredError("redis_unavailable", str(exc), maybe_partly=True) from exc
+        taken = int(taken)
+        if taken >= 0 and acked < self.min_replicas_ack:
+            raise self._unconfirmed(acked)
+        return taken
+
+    def _unconfirmed(self, acked: int) -> NotStoredError:
+        return NotStoredError(
+            "replicas_unconfirmed",
+            f"{acked} of the {self.min_replicas_ack} replicas required (REDIS_MIN_REPLICAS_ACK) confirmed the "
+            f"write within {self.wait_timeout_ms} ms",
+            maybe_partly=True,
+        )
+
+    def _check_counter(self, counter: tuple[str, int, int]) -> int:
+        """Count the request against its rate limit on the plain Redis; negative: over it (seconds to wait)."""
+        key, limit, window = counter
+        args = [str(limit), str(window), self.ttl_seconds, "0"]
+        if self.counter_direct is None:
+            return int(self._counter_script(keys=[key], args=args))
+        return int(self.counter_direct.evalsha(self._counter_script, [key], args))
+
+    def _cluster_append(self, groups: list[_ShardGroup]) -> int:
+        """Send each shard's script to the node holding its slot, one pipeline per node (then WAIT)."""
+        pending = groups
+        taken = 0
+        stored_some = False
+        failure: Exception | None = None
+        for _attempt in range(_CLUSTER_ATTEMPTS):
+            by_node: dict[str, tuple[object, list[_ShardGroup]]] = {}
+            for group in pending:
+                node = self.client.get_node_from_key(group.keys[0])
+                by_node.setdefault(node.name, (node, []))[1].append(group)
+            retry: list[_ShardGroup] = []
+            for node, node_groups in by_node.values():
+                try:
+                    done, again, unconfirmed = self._append_on_node(node, node_groups)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    failure = exc
+                    stored_some = True  # a broken connection leaves unknown whether the scripts ran
+                    retry += node_groups
+                    continue
+                taken += done
+                stored_some = stored_some or done > 0
+                retry += again
+                if unconfirmed is not None:
+                    failure = self._unconfirmed(unconfirmed)
+            if isinstance(failure, NotStoredError):
+                raise failure
+            if not retry:
+                return taken
+            pending = retry
+            self.client.nodes_manager.initialize()  # the slots may have moved (a failover): ask again
+        reason = "redis_unavailable"
+        raise NotStoredError(reason, f"{len(pending)} shard(s) could not be written: {failure}",
+                             maybe_partly=stored_some or len(pending) < len(groups))
+
+    def _append_on_node(self, node, groups: list[_ShardGroup]) -> tuple[int, list[_ShardGroup], int | None]:
+        """Run ``groups`` on ``node`` in one pipeline; return (taken, groups to retry, replicas acked if too few)."""
+        connection = self.client.get_redis_connection(node)
+        header = ["0", "0", self.ttl_seconds, "1"]
+        for load_first in (False, True):
+            if load_first:
+                connection.script_load(self._ingest.script)
+            pipe = connection.pipeline(transaction=False)
+            for group in groups:
+                # KEYS[1], the rate-limit counter, is unused here (limit 0): the stream stands in for it.
+                pipe.execute_command("EVALSHA", self._ingest.sha, len(group.keys) + 1, group.keys[0], *group.keys,
+                                     *header, *group.script_args())
+            if self.min_replicas_ack:
+                pipe.execute_command("WAIT", self.min_replicas_ack, self.wait_timeout_ms)
+            replies = pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                break
+            # A promoted replica has no scripts (they are not replicated): load and run again; the
+            # scripts that did run write the same readings twice, which history and latest absorb.
+        taken, retry = 0, []
+        for group, reply in zip(groups, replies, strict=False):
+            if isinstance(reply, ResponseError):
+                if str(reply).split(" ", 1)[0] in _REDIRECTS:
+                    retry.append(group)
+                    continue
+                raise reply
+            taken += int(reply)
+        unconfirmed = None
+        if self.min_replicas_ack:
+            acked = replies[-1]
+            if isinstance(acked, Exception):
+                raise acked
+            if taken and int(acked) < self.min_replicas_ack:
+                unconfirmed = int(acked)
+        return taken, retry, unconfirmed
+
+    # -- refill and reads ---------------------------------------------------------------------
+
+    def _by_shard(self, kind_ids: Sequence[tuple[str, str]]) -> dict[int, list[int]]:
+        """Return the positions of ``(kind, id)`` pairs grouped by shard."""
+        shards: dict[int, list[int]] = {}
+        for i, (kind, device_id) in enumerate(kind_ids):
+            shards.setdefault(self.keys.shard_of(kind, device_id), []).append(i)
+        return shards
+
+    def _run_per_slot(self, script, calls: list[tuple[list[str], list[str]]]) -> list:
+        """Run ``script`` once per (keys, args) on a cluster, pipelined; load it where a node lacks it."""
+        for load_first in (False, True):
+            if load_first:
+                self.client.script_load(script.script)  # every primary
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                # Cluster pipelines refuse pipe.evalsha; EVALSHA as a plain command routes by its first key.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                break
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def refill(self, readings: Sequence[Reading]) -> int:
-        """Move hashes forward to ``readings`` (never backwards) in one round trip; return how many moved."""
+        """Move hashes forward to ``readings`` (never backwards), one call per shard; return how many moved."""
         if not readings:
             return 0
-        keys: list[str] = []
-        args: list[str] = []
-        for r in readings:
-            keys.append(latest_key(r.kind, r.device_id))
-            args += _hash_args(r, format_ts(r.ts), [repr(v) for v in r.values])
-        args.append(self.ttl_seconds)
-        return int(self._refill(keys=keys, args=args))
+        groups = (self._by_shard([(r.kind, r.device_id) for r in readings]) if self.cluster
+                  else {0: range(len(readings))})
+        calls = []
+        for positions in groups.values():
+            keys: list[str] = []
+            args: list[str] = [self.ttl_seconds]
+            for i in positions:
+                r = readings[i]
+                keys.append(self.keys.latest(r.kind, r.device_id))
+                args += _reading_args(r, format_ts(r.ts), [repr(v) for v in r.values])
+            calls.append((keys, args))
+        if not self.cluster:
+            return int(self._refill(keys=calls[0][0], args=calls[0][1]))
+        return sum(int(moved) for moved in self._run_per_slot(self._refill, calls))
 
     def get(self, kind: str, device_id: str) -> str | None:
         """Return a device's latest reading as its JSON answer, or None if Redis holds none."""
-        return self.direct.execute("HGET", latest_key(kind, device_id), "json")
+        if self.cluster:
+            return self.client.hget(self.keys.latest(kind, device_id), "json")
+        return self.direct.execute("HGET", self.keys.latest(kind, device_id), "json")
 
     def get_many(self, kind: str, device_ids: Sequence[str]) -> tuple[str, list[int]]:
         """Return the found devices' JSON answers joined by commas, and the indexes of the missing ones."""
         if not device_ids:
             return "", []
-        joined, missing = self.direct.evalsha(self._get_many, [latest_key(kind, d) for d in device_ids], ())
-        return joined, [int(i) - 1 for i in missing]
+        if not self.cluster:
+            joined, missing = self.direct.evalsha(self._get_many, [self.keys.latest(kind, d) for d in device_ids], ())
+            return joined, [int(i) - 1 for i in missing]
+        groups = self._by_shard([(kind, d) for d in device_ids])
+        calls = [([self.keys.latest(kind, device_ids[i]) for i in positions], []) for positions in groups.values()]
+        answers: list[str | None] = [None] * len(device_ids)
+        for positions, (joined, missing) in zip(groups.values(), self._run_per_slot(self._get_many, calls),
+                                                strict=True):
+            missing_here = {int(i) - 1 for i in missing}
+            found = iter(_split_answers(joined))
+            for j, position in enumerate(positions):
+                if j not in missing_here:
+                    answers[position] = next(found)
+        found_all = [a for a in answers if a is not None]
+        return ",".join(found_all), [i for i, a in enumerate(answers) if a is None]
+
+
+def _split_answers(joined: str) -> list[str]:
+    """Split answers joined by commas: each is one flat JSON object, so ``},{`` only occurs between two."""
+    if not joined:
+        return []
+    parts = joined.split("},{")
+    return [("" if i == 0 else "{") + part + ("" if i == len(parts) - 1 else "}") for i, part in enumerate(parts)]

@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from common import metrics
 from common.database import HISTORY_TABLES, load_sql
-from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, KIND_NAMES, STREAM_KEY
+from common.streams import KIND_NAMES
 from web import db
 from web.auth import requires_scope
 from web.backpressure import OverloadedError
@@ -238,29 +238,28 @@ class EngineCollector:
         yield CounterMetricFamily("energy_drain_batches", "Drain batches written (committed and acknowledged).",
                                   value=count)
 
-        load = metrics.read_stream_load(client)
-        pipe = client.pipeline(transaction=False)
-        pipe.xpending(STREAM_KEY, CONSUMER_GROUP)
-        pipe.xlen(DEAD_LETTER_STREAM_KEY)
-        pending_summary, dead_letters = pipe.execute(raise_on_error=False)
-        if isinstance(dead_letters, Exception):
-            raise dead_letters
+        keys = self.app.extensions["redis_keys"]
+        load = metrics.read_stream_load(client, keys)
+        oldest_pending, dead_letters = metrics.read_pending_and_dead(client, keys)
         oldest_age = 0.0
-        if isinstance(pending_summary, dict) and pending_summary.get("pending") and pending_summary.get("min"):
-            oldest_age = max(0.0, time.time() - metrics.entry_id_millis(pending_summary["min"]) / 1000)
+        if oldest_pending is not None:
+            oldest_age = max(0.0, time.time() - metrics.entry_id_millis(oldest_pending) / 1000)
         gauges = (
-            ("energy_stream_backlog", "Readings accepted but not yet written to Postgres (undelivered + pending).",
+            ("energy_stream_backlog",
+             "Stream entries (one per request and shard) not yet written to Postgres (undelivered + pending), "
+             "summed over the shards.",
              load.backlog),
             ("energy_stream_undelivered", "Stream entries no consumer has read yet (the group's lag).",
              load.undelivered if load.undelivered is not None else load.length),
             ("energy_stream_pending_entries", "Entries read by a drain but not yet acknowledged.", load.pending),
             ("energy_stream_oldest_pending_age_seconds",
              "Age of the oldest pending entry (since Redis took it); 0 when nothing is pending.", oldest_age),
-            ("energy_stream_length", "Entries in the Redis stream (acknowledged ones stay until trimmed).",
-             load.length),
-            ("energy_dead_letters", "Entries in the dead-letter stream, waiting for replay or purge.",
-             int(dead_letters)),
-            ("energy_redis_used_memory_bytes", "Redis used_memory.", load.used_memory),
+            ("energy_stream_length",
+             "Entries in the Redis streams, every shard (acknowledged ones stay until trimmed).", load.length),
+            ("energy_dead_letters",
+             "Readings in the dead-letter streams (every shard), waiting for replay or purge.", int(dead_letters)),
+            ("energy_redis_used_memory_bytes", "Redis used_memory (on a cluster: of the fullest primary).",
+             load.used_memory),
             ("energy_redis_maxmemory_bytes", "Redis maxmemory (0: no limit).", load.maxmemory),
         )
         for name, help_text, value in gauges:
@@ -298,7 +297,7 @@ def _default_label_values(name: str) -> set[tuple[str, ...]]:
     if name == "requests_rejected":
         return {(reason,) for reason in ("unauthorized", "forbidden", "rate_limited")}
     if name == "readings_rejected":
-        reasons = ("invalid", "overloaded", "forbidden", "rate_limited")
+        reasons = ("invalid", "overloaded", "forbidden", "rate_limited", "not_stored")
         return {(k, reason) for k in (*kinds, "unknown") for reason in reasons}
     return {()} if not metrics.COUNTERS[name][1] else set()
 

@@ -81,3 +81,41 @@ class DirectRedis:
         except NoScriptError:  # Redis restarted and lost its script cache
             script.sha = self.execute("SCRIPT", "LOAD", script.script)
             return self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def evalsha_then_wait(self, script: Script, keys: Sequence[str], args: Sequence[str], replicas: int,
+                          timeout_ms: int) -> tuple[object, int]:
+        """Run a script and ``WAIT replicas timeout_ms`` after it on the same connection, in one round trip.
+
+        Returns the script's answer and how many replicas acknowledged its writes. WAIT counts the
+        writes of its own connection, so both must go on one.
+        """
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", replicas, timeout_ms)]
+        connection = self._connection()
+        try:
+            answer, acked = self._send_all(connection, commands)
+        except RedisConnectionError:
+            answer, acked = self._send_all(connection, commands)  # connects again
+        if isinstance(answer, NoScriptError):
+            script.sha = self.execute("SCRIPT", "LOAD", script.script)
+            commands[0] = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            answer, acked = self._send_all(connection, commands)
+        for reply in (answer, acked):
+            if isinstance(reply, Exception):
+                raise reply
+        return answer, int(acked)
+
+    @staticmethod
+    def _send_all(connection, commands):
+        """Send ``commands`` at once and read every reply; an error reply is returned, not raised."""
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            connection.disconnect()
+            raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from datetime import UTC, datetime
@@ -14,10 +15,12 @@ from common.streams import API_FIELDS, ID_FIELD, METER, VEHICLE, Reading
 from web import ops
 from web.auth import current_principal, forbid_other_devices, requires_scope
 from web.errors import ApiError
+from web.latest_state import NotStoredError
 from web.rate_limit import too_many
 from web.schemas import MeterReadingSchema, VehicleReadingSchema
 
 bp = Blueprint("telemetry", __name__)
+log = logging.getLogger(__name__)
 
 _MISSING = object()
 # Integers up to 2**53 convert to float exactly; larger ones are left to marshmallow.
@@ -183,6 +186,19 @@ class ReadingParser:
         return readings
 
 
+def _not_stored(exc: NotStoredError) -> ApiError:
+    """Return the 503 of a request Redis did not (or not verifiably) take."""
+    log.warning("ingest not stored", extra={"reason": exc.reason, "error": str(exc)})
+    if exc.maybe_partly:
+        message = ("The readings were not all stored durably; some of them may have been taken. Resend the whole "
+                   "request: it is harmless (history keeps each reading once, latest state only moves forward).")
+    else:
+        message = "The readings were not stored; resend them shortly."
+    error = ApiError(503, exc.reason, message, partlyStored=exc.maybe_partly, retryAfter=1)
+    error.headers["Retry-After"] = "1"
+    return error
+
+
 def _is_json_content_type() -> bool:
     mimetype = request.mimetype or ""
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
@@ -217,7 +233,11 @@ def ingest():
         return refusal
     rate_limits = current_app.extensions.get("rate_limits")  # absent only in the benchmark's unguarded app
     counter = rate_limits.ingest_counter(current_principal()) if rate_limits is not None else None
-    stored = current_app.extensions["latest_state"].append(readings, counter)
+    try:
+        stored = current_app.extensions["latest_state"].append(readings, counter)
+    except NotStoredError as exc:
+        ops.count_rejected(body, "not_stored")
+        raise _not_stored(exc) from None
     if stored < 0:
         ops.count_rejected(body, "rate_limited")
         return too_many(-stored)

@@ -1,14 +1,19 @@
-"""Drain the telemetry stream into Postgres through a consumer group; acknowledge only after commit.
+"""Drain the telemetry streams (one per shard) into Postgres through consumer groups; acknowledge after commit.
 
 The consumer group's pending entries list is the record of work not yet in Postgres: an entry is
 acknowledged (XACK) only after the transaction holding it has committed. A worker that dies
 leaves its entries pending; they are claimed again (XAUTOCLAIM) once idle for
 ``RECLAIM_IDLE_SECONDS``. Delivery is therefore at least once, and the write is idempotent.
+
+An entry holds one ingest request's readings of one shard (common/streams.py). A reading that
+Postgres refuses for its data (a poison reading) is found by bisecting its entry's rows: the
+others are committed, and only it is retried and, after DEAD_LETTER_AFTER failures, dead-lettered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -23,9 +28,9 @@ import redis
 
 from common import metrics
 from common.database import connect
-from common.redis_clients import data_client
+from common.redis_clients import data_client, rq_client
 from common.settings import Settings
-from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, KINDS, STREAM_KEY
+from common.streams import CONSUMER_GROUP, KINDS, KeySpace, decode_record
 from workers.history_writer import HistoryWriter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -34,14 +39,14 @@ log = logging.getLogger(__name__)
 # batch in hand, acknowledges it and returns.
 STOP = threading.Event()
 
-# How many times each entry failed to be written on its own (only entries that failed are here).
-FAILURES_KEY = "telemetry:failures"
 # SQLSTATE classes that mean "this data can never be written" (22: data exception, 23:
 # integrity violation, which includes "no partition for this row"). Every other error is taken
 # as "Postgres is unavailable or misconfigured right now": retried, never dead-lettered.
 _POISON_SQLSTATE_CLASSES = ("22", "23")
 _RECLAIM_CHECK_SECONDS = 5.0
 _MAX_BACKOFF_SECONDS = 10.0
+# The shortest blocking read (ms) when a drain waits on several shards in turn.
+_MIN_BLOCK_MS = 10
 
 Entry = tuple[str, dict[str, str]]
 
@@ -71,8 +76,26 @@ class PostgresUnavailableError(Exception):
     """Postgres could not take a batch for a reason unrelated to its data."""
 
 
+class _Shard:
+    """One shard's stream as this consumer sees it: keys, and the state of its last batch."""
+
+    def __init__(self, keys: KeySpace, shard: int):
+        self.shard = shard
+        self.stream = keys.stream(shard)
+        self.dead = keys.dead_letters(shard)
+        self.failures = keys.failures(shard)
+        self.own_pending_done = False
+        self.next_reclaim = 0.0
+        self.inflight: tuple[list[Entry], bool] | None = None
+        self.unacked: tuple[list[str], bool] | None = None
+        # Entries per read: an entry holds a whole request's readings (up to MAX_READINGS_PER_REQUEST),
+        # so the count follows the rows per entry seen last, to keep a batch near DRAIN_BATCH_SIZE
+        # rows. The first read takes one entry: its size is not known yet.
+        self.count = 1
+
+
 class StreamDrainer:
-    """Read the stream as one consumer of the group and write what it reads to Postgres."""
+    """Read shards' streams as one consumer of their groups and write what it reads to Postgres."""
 
     def __init__(
         self,
@@ -80,38 +103,41 @@ class StreamDrainer:
         client: redis.Redis,
         consumer: str,
         connect_db: Callable[[], psycopg.Connection] | None = None,
-        stream_key: str = STREAM_KEY,
+        shards: list[int] | None = None,
+        keys: KeySpace | None = None,
         group: str = CONSUMER_GROUP,
-        dead_letter_key: str = DEAD_LETTER_STREAM_KEY,
     ):
         self.settings = settings
         self.client = client
         self.consumer = consumer
         self.connect_db = connect_db or (lambda: connect(settings))
-        self.stream_key = stream_key
+        self.keys = keys or KeySpace.for_settings(settings)
         self.group = group
-        self.dead_letter_key = dead_letter_key
+        shards = list(range(self.keys.shards)) if shards is None else shards
+        self.shards = [_Shard(self.keys, shard) for shard in shards]
         self.totals = DrainTotals()
         self._writer: HistoryWriter | None = None
-        self._own_pending_done = False
-        self._next_reclaim = 0.0
-        self._inflight: tuple[list[Entry], bool] | None = None
-        self._unacked: tuple[list[str], bool] | None = None
+        self._next_shard = 0
+
+    def _shard(self, shard: int | None) -> _Shard:
+        if shard is None:
+            return self.shards[0]
+        return next(s for s in self.shards if s.shard == shard)
 
     # -- Redis side ---------------------------------------------------------------------------
 
     def ensure_group(self) -> None:
-        """Create the stream and its consumer group if they do not exist yet."""
-        try:
-            self.client.xgroup_create(self.stream_key, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create each shard's stream and consumer group if they do not exist yet."""
+        for s in self.shards:
+            try:
+                self.client.xgroup_create(s.stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
-    def _read(self, start: str, block_ms: int | None) -> list[Entry]:
-        reply = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream_key: start}, count=self.settings.drain_batch_size, block=block_ms
-        )
+    def _read(self, s: _Shard, start: str, block_ms: int | None, count: int | None = None) -> list[Entry]:
+        reply = self.client.xreadgroup(self.group, self.consumer, {s.stream: start}, count=count or s.count,
+                                       block=block_ms)
         if not reply:
             return []
         # RESP2 answers [[stream, entries]], RESP3 {stream: [entries]}.
@@ -119,66 +145,79 @@ class StreamDrainer:
         # An entry deleted while pending comes back with no fields; nothing is left to write.
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
-    def reclaim(self) -> list[Entry]:
-        """Claim entries that another consumer (or a dead run of this one) left idle too long."""
+    def read_new(self, shard: int | None = None, block_ms: int | None = None) -> list[Entry]:
+        """Read a shard's undelivered entries without writing them (they become pending to this consumer)."""
+        s = self._shard(shard)
+        s.own_pending_done = True
+        return self._read(s, ">", block_ms, self.settings.drain_batch_size)
+
+    def reclaim(self, shard: int | None = None) -> list[Entry]:
+        """Claim entries of a shard that another consumer (or a dead run of this one) left idle too long."""
+        s = self._shard(shard)
         _next, claimed, *_deleted = self.client.xautoclaim(
-            self.stream_key,
+            s.stream,
             self.group,
             self.consumer,
             min_idle_time=self.settings.reclaim_idle_seconds * 1000,
             start_id="0-0",
-            count=self.settings.drain_batch_size,
+            count=s.count,
         )
         claimed = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if claimed:
             self.totals.reclaimed += len(claimed)
-            log.info("reclaimed idle entries", extra={"entries": len(claimed), "consumer": self.consumer})
+            log.info("reclaimed idle entries",
+                     extra={"entries": len(claimed), "consumer": self.consumer, "shard": s.shard})
             with contextlib.suppress(redis.RedisError):
                 metrics.incr(self.client, "reclaimed_entries", len(claimed))
         return claimed
 
-    def fetch(self, block_ms: int) -> tuple[list[Entry], bool]:
-        """Return the next entries to write, and whether they were delivered before."""
-        if not self._own_pending_done:
+    def fetch(self, block_ms: int | None, shard: int | None = None) -> tuple[list[Entry], bool]:
+        """Return a shard's next entries to write, and whether they were delivered before."""
+        s = self._shard(shard)
+        if not s.own_pending_done:
             # Entries this consumer read but never acknowledged: a run that was interrupted.
-            self._own_pending_done = True
-            entries = self._read("0", None)
+            s.own_pending_done = True
+            entries = self._read(s, "0", None)
             if entries:
                 return entries, True
-        if time.monotonic() >= self._next_reclaim:
-            entries = self.reclaim()
+        if time.monotonic() >= s.next_reclaim:
+            entries = self.reclaim(s.shard)
             if entries:
                 return entries, True
-            self._next_reclaim = time.monotonic() + min(_RECLAIM_CHECK_SECONDS, self.settings.reclaim_idle_seconds)
-        return self._read(">", block_ms), False
+            s.next_reclaim = time.monotonic() + min(_RECLAIM_CHECK_SECONDS, self.settings.reclaim_idle_seconds)
+        return self._read(s, ">", block_ms), False
 
-    def dead_letter(self, entry_id: str, fields: dict[str, str], failures: int, error: str) -> None:
-        """Atomically copy an entry to the dead-letter stream with its error and acknowledge it."""
-        record = {
-            "id": entry_id,
-            "k": fields.get("k", ""),
-            "r": fields.get("r", ""),
-            "error": error,
-            "failures": failures,
-            "failed_at": datetime.now(UTC).isoformat(),
-        }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_letter_key, record)
-        pipe.xack(self.stream_key, self.group, entry_id)
-        pipe.hdel(FAILURES_KEY, entry_id)
-        metrics.incr(pipe, "dead_lettered")
+    def dead_letter(self, entry_id: str, records: list[dict[str, str]], failures: int, error: str,
+                    shard: int | None = None) -> None:
+        """Atomically copy readings of an entry to its shard's dead-letter stream and acknowledge the entry.
+
+        ``records`` are the readings given up on, as ``{"k": kind, "r": COPY row}`` (and their own
+        ``error``, when it differs); the rest of the entry is already committed.
+        """
+        s = self._shard(shard)
+        failed_at = datetime.now(UTC).isoformat()
+        pipe = self.client.pipeline(transaction=True)  # one shard's keys: one cluster slot
+        for record in records:
+            pipe.xadd(s.dead, {"id": entry_id, "error": error, **record, "failures": failures, "failed_at": failed_at})
+        pipe.xack(s.stream, self.group, entry_id)
+        pipe.hdel(s.failures, entry_id)
         pipe.execute()
-        self.totals.dead_lettered += 1
-        log.warning("dead-lettered entry", extra={"entry_id": entry_id, "failures": failures, "error": error})
+        self.totals.dead_lettered += len(records)
+        with contextlib.suppress(redis.RedisError):  # a metric: its key is in another cluster slot
+            metrics.incr(self.client, "dead_lettered", len(records))
+        log.warning("dead-lettered readings",
+                    extra={"entry_id": entry_id, "readings": len(records), "failures": failures, "error": error,
+                           "shard": s.shard})
 
-    def ack(self, ids: list[str], redelivered: bool = False) -> None:
+    def ack(self, ids: list[str], redelivered: bool = False, shard: int | None = None) -> None:
         """Acknowledge entries whose rows are committed (and forget their past failures)."""
         if not ids:
             return
+        s = self._shard(shard)
         pipe = self.client.pipeline(transaction=False)
-        pipe.xack(self.stream_key, self.group, *ids)
+        pipe.xack(s.stream, self.group, *ids)
         if redelivered:
-            pipe.hdel(FAILURES_KEY, *ids)
+            pipe.hdel(s.failures, *ids)
         pipe.execute()
         self.totals.entries_acked += len(ids)
 
@@ -195,10 +234,7 @@ class StreamDrainer:
             self._writer.conn.close()
             self._writer = None
 
-    def _write_rows(self, entries: list[Entry]) -> WriteResult:
-        rows: dict[str, list[str]] = {kind: [] for kind in KINDS}
-        for _entry_id, fields in entries:
-            rows[fields["k"]].append(fields["r"])
+    def _write_rows(self, rows: dict[str, list[str]]) -> WriteResult:
         try:
             return self._writer_or_connect().write(rows)
         except psycopg.Error as exc:
@@ -207,52 +243,86 @@ class StreamDrainer:
             self.close()
             raise PostgresUnavailableError(str(exc)) from exc
 
-    def write(self, entries: list[Entry]) -> list[str]:
-        """Write entries to Postgres; return the ids that are committed and may be acknowledged.
+    def write(self, entries: list[Entry], shard: int | None = None) -> list[str]:
+        """Write a shard's entries to Postgres; return the ids that are committed and may be acknowledged.
 
-        A batch that fails because of its data is written again entry by entry, so one bad entry
-        cannot hold back the others; the bad one stays pending until it is dead-lettered.
+        A batch that fails because of its data is written again entry by entry, and an entry that
+        fails on its own is bisected down to its poison readings: everything else is committed;
+        the entry stays pending until its poison readings are dead-lettered.
         """
-        malformed = [(i, f) for i, f in entries if f.get("k") not in KINDS or "r" not in f]
-        for entry_id, fields in malformed:
-            self.dead_letter(entry_id, fields, 1, "malformed stream record")
-        entries = [(i, f) for i, f in entries if f.get("k") in KINDS and "r" in f]
-        if not entries:
+        s = self._shard(shard)
+        decoded: list[tuple[str, dict[str, list[str]]]] = []
+        for entry_id, fields in entries:
+            rows = decode_record(fields)
+            if rows is None:
+                raw = json.dumps(fields, sort_keys=True)[:10_000]
+                self.dead_letter(entry_id, [{"k": fields.get("k", ""), "r": fields.get("r", raw)}], 1,
+                                 "malformed stream record", s.shard)
+            else:
+                decoded.append((entry_id, rows))
+        if not decoded:
             return []
-        try:
-            result = self._write_rows(entries)
-            self._count(result)
-            return [entry_id for entry_id, _ in entries]
-        except psycopg.Error as exc:
-            if len(entries) == 1:
-                self._record_failure(entries[0], exc)
-                return []
-            log.warning("batch failed; writing its entries one by one",
-                        extra={"batch_size": len(entries), "error": str(exc).strip()})
-        committed = []
-        for entry in entries:
+        if len(decoded) > 1:
             try:
-                self._count(self._write_rows([entry]))
-                committed.append(entry[0])
+                self._count(self._write_rows(_merged(rows for _, rows in decoded)))
+                return [entry_id for entry_id, _ in decoded]
             except psycopg.Error as exc:
-                self._record_failure(entry, exc)
+                log.warning("batch failed; writing its entries one by one",
+                            extra={"batch_size": len(decoded), "error": str(exc).strip()})
+        committed = []
+        for entry_id, rows in decoded:
+            try:
+                self._count(self._write_rows(rows))
+                committed.append(entry_id)
+            except psycopg.Error as exc:
+                self._isolate_poison(s, entry_id, rows, exc)
         return committed
 
-    def _record_failure(self, entry: Entry, exc: BaseException) -> None:
-        """Count a failed write of one entry; dead-letter it at DEAD_LETTER_AFTER failures.
+    def _isolate_poison(self, s: _Shard, entry_id: str, rows: dict[str, list[str]], exc: psycopg.Error) -> None:
+        """Bisect an entry that Postgres refuses: commit its good rows, count a failure of its poison ones."""
+        flat = [(kind, row) for kind in KINDS for row in rows.get(kind, ())]
+        poison: list[tuple[str, str, psycopg.Error]] = []
+
+        def attempt(part) -> psycopg.Error | None:
+            try:
+                self._count(self._write_rows(_by_kind(part)))
+                return None
+            except psycopg.Error as error:
+                return error
+
+        def bisect(part, error: psycopg.Error) -> None:
+            if len(part) == 1:
+                poison.append((*part[0], error))
+                return
+            middle = len(part) // 2
+            for half in (part[:middle], part[middle:]):
+                half_error = attempt(half)
+                if half_error is not None:
+                    bisect(half, half_error)
+
+        bisect(flat, exc)
+        self._record_failure(s, entry_id, poison)
+
+    def _record_failure(self, s: _Shard, entry_id: str, poison: list[tuple[str, str, psycopg.Error]]) -> None:
+        """Count a failed write of an entry's poison readings; dead-letter them at DEAD_LETTER_AFTER failures.
 
         Below the limit the entry stays pending and is claimed again once idle, so the tries are
-        spaced by RECLAIM_IDLE_SECONDS (a missing partition may appear in the meantime).
+        spaced by RECLAIM_IDLE_SECONDS (a missing partition may appear in the meantime); its good
+        rows are written again then, as duplicates history skips.
         """
-        entry_id, fields = entry
         self.totals.write_failures += 1
-        message = f"{type(exc).__name__}: {str(exc).strip()}"[:2000]
-        failures = int(self.client.hincrby(FAILURES_KEY, entry_id, 1))
-        log.warning("entry could not be written", extra={"entry_id": entry_id, "failures": failures, "error": message})
+        first = poison[0][2] if poison else None
+        message = f"{type(first).__name__}: {str(first).strip()}"[:2000]
+        failures = int(self.client.hincrby(s.failures, entry_id, 1))
+        log.warning("entry could not be written in full",
+                    extra={"entry_id": entry_id, "poison_readings": len(poison), "failures": failures,
+                           "error": message, "shard": s.shard})
         with contextlib.suppress(redis.RedisError):
             metrics.incr(self.client, "drain_write_failures")
         if failures >= self.settings.dead_letter_after:
-            self.dead_letter(entry_id, fields, failures, message)
+            records = [{"k": kind, "r": row, "error": f"{type(e).__name__}: {str(e).strip()}"[:2000]}
+                       for kind, row, e in poison]
+            self.dead_letter(entry_id, records, failures, message, s.shard)
 
     def _count(self, result: WriteResult) -> None:
         self.totals.batches += 1
@@ -268,31 +338,53 @@ class StreamDrainer:
     # -- the loop -------------------------------------------------------------------------------
 
     def drain_once(self, block_ms: int | None = None) -> int:
-        """Fetch one batch, write it, acknowledge it; return how many entries were acknowledged.
+        """Drain one batch of each shard (blocking only when all are empty); return the entries acknowledged."""
+        block_ms = self.settings.drain_block_ms if block_ms is None else block_ms
+        if len(self.shards) == 1:
+            return self._drain_shard(self.shards[0], block_ms)
+        acked = sum(self._drain_shard(s, None) for s in self.shards)
+        if acked or not block_ms:
+            return acked
+        # All empty: wait on each shard in turn, so that a drain is never more than block_ms behind.
+        per_shard = max(_MIN_BLOCK_MS, block_ms // len(self.shards))
+        for _ in range(len(self.shards)):
+            s = self.shards[self._next_shard]
+            self._next_shard = (self._next_shard + 1) % len(self.shards)
+            acked = self._drain_shard(s, per_shard)
+            if acked:
+                return acked
+        return 0
+
+    def _drain_shard(self, s: _Shard, block_ms: int | None) -> int:
+        """Fetch one batch of a shard, write it, acknowledge it; return how many entries were acknowledged.
 
         If Postgres is unavailable the batch is kept and retried by the next call, without reading
         again; if Redis fails after the commit, the acknowledgement is retried by the next call.
         """
-        if self._unacked:
-            ids, redelivered = self._unacked
-            self.ack(ids, redelivered)
-            self._unacked = None
-        if self._inflight is None:
-            self._inflight = self.fetch(self.settings.drain_block_ms if block_ms is None else block_ms)
-        entries, redelivered = self._inflight
+        if s.unacked:
+            ids, redelivered = s.unacked
+            self.ack(ids, redelivered, s.shard)
+            s.unacked = None
+        if s.inflight is None:
+            s.inflight = self.fetch(block_ms, s.shard)
+        entries, redelivered = s.inflight
         if not entries:
-            self._inflight = None
+            s.inflight = None
             return 0
         started = time.monotonic()
         rows_before, duplicates_before = self.totals.rows_written, self.totals.duplicates_skipped
-        committed = self.write(entries)
-        self._inflight = None
-        self._unacked = (committed, redelivered)
-        self.ack(committed, redelivered)
-        self._unacked = None
+        committed = self.write(entries, s.shard)
+        s.inflight = None
+        s.unacked = (committed, redelivered)
+        self.ack(committed, redelivered, s.shard)
+        s.unacked = None
         seconds = time.monotonic() - started
         rows = self.totals.rows_written - rows_before
         duplicates = self.totals.duplicates_skipped - duplicates_before
+        received = rows + duplicates
+        if received:
+            s.count = max(1, min(self.settings.drain_batch_size,
+                                 self.settings.drain_batch_size * len(entries) // received))
         self._record_batch(len(committed), rows, duplicates, seconds)
         # Per batch: DEBUG (the scheduler's periodic ingest summary says how much was written).
         log.debug(
@@ -307,6 +399,7 @@ class StreamDrainer:
                 # How far behind real time the drain is: age of the batch's oldest entry at commit.
                 "lag_seconds": round(max(0.0, time.time() - metrics.entry_id_millis(entries[0][0]) / 1000), 3),
                 "consumer": self.consumer,
+                "shard": s.shard,
             },
         )
         return len(committed)
@@ -339,7 +432,7 @@ class StreamDrainer:
                 if not group_ready:
                     self.ensure_group()
                     group_ready = True
-                acked = self.drain_once(max(10, min(self.settings.drain_block_ms, remaining_ms)))
+                acked = self.drain_once(max(_MIN_BLOCK_MS, min(self.settings.drain_block_ms, remaining_ms)))
                 backoff = 0.1
                 if 0 < acked < self.settings.drain_batch_size:
                     # Caught up: linger (DRAIN_LINGER_MS) so the next batch collects what arrives
@@ -348,18 +441,36 @@ class StreamDrainer:
                     # one reading at ~1.5 ms of worker CPU each (measured by the benchmark).
                     linger = self.settings.drain_linger_ms / 1000
                     stop.wait(min(linger, max(0.0, deadline - time.monotonic())))
-            except (PostgresUnavailableError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            except (PostgresUnavailableError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
                 self.totals.retries += 1
                 log.warning("drain paused", extra={"retry_in_seconds": backoff, "error": str(exc).strip()})
                 stop.wait(min(backoff, max(0.0, deadline - time.monotonic())))
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
             except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # the stream was deleted (Redis lost its data): start again
+                if "NOGROUP" in str(exc):  # a stream was deleted (Redis lost its data): start again
                     group_ready = False
-                    self._inflight = self._unacked = None
+                    for s in self.shards:
+                        s.inflight = s.unacked = None
                     continue
                 raise
         return self.totals
+
+
+def _merged(parts) -> dict[str, list[str]]:
+    """Return the rows of several entries together, by kind."""
+    rows: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for part in parts:
+        for kind, kind_rows in part.items():
+            rows[kind] += kind_rows
+    return rows
+
+
+def _by_kind(pairs) -> dict[str, list[str]]:
+    rows: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for kind, row in pairs:
+        rows[kind].append(row)
+    return rows
 
 
 def consumer_name() -> str:
@@ -375,19 +486,29 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}.{os.getpid()}"
 
 
-def drain_stream(slot: int = 0, seconds: float | None = None) -> dict:
-    """RQ job: drain the stream for a while as this worker's consumer, then hand over to a successor."""
+def drain_stream(slot: int = 0, seconds: float | None = None, slots: int | None = None) -> dict:
+    """RQ job: drain the slot's shards for a while as this worker's consumer, then hand over to a successor.
+
+    ``slots`` is how many drain slots there were when the job was enqueued: slot s drains the
+    shards s, s + slots, s + 2 * slots... (workers/drain_slots.py).
+    """
     from workers import drain_slots
 
     settings = Settings.from_env()
     seconds = settings.drain_job_seconds if seconds is None else seconds
+    keys = KeySpace.for_settings(settings)
+    rq_connection = rq_client(settings)
+    if slots is None:
+        slots = drain_slots.desired_slots(rq_connection, settings)
     # A blocking XREADGROUP must not outlast the socket timeout (redis-py raises TimeoutError).
     client = data_client(settings, socket_timeout=settings.drain_block_ms / 1000 + settings.redis_socket_timeout)
-    drainer = StreamDrainer(settings, client, consumer_name())
+    shards = drain_slots.shards_of_slot(slot, slots, keys.shards)
+    drainer = StreamDrainer(settings, client, consumer_name(), shards=shards, keys=keys)
     try:
-        totals = drainer.run(seconds, heartbeat=lambda: drain_slots.heartbeat(client, slot, settings))
+        totals = drainer.run(seconds, heartbeat=lambda: drain_slots.heartbeat(rq_connection, slot, settings))
     finally:
         drainer.close()
+        client.close()
     if not STOP.is_set():
         drain_slots.enqueue_successor(slot, settings)
     return asdict(totals)

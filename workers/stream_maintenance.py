@@ -1,4 +1,4 @@
-"""Keep the telemetry stream healthy: reclaim a dead consumer's entries, trim acknowledged ones.
+"""Keep the telemetry streams healthy: reclaim a dead consumer's entries, trim acknowledged ones (every shard).
 
 Redis 7.0 has no XACKDEL nor ACKED trimming, and ``XTRIM MAXLEN ~`` could drop entries that were
 delivered but not yet acknowledged. So the trim works by MINID: everything below the oldest
@@ -17,7 +17,7 @@ import redis
 
 from common import metrics
 from common.settings import Settings
-from common.streams import CONSUMER_GROUP, STREAM_KEY
+from common.streams import CONSUMER_GROUP, SINGLE, STREAM_KEY, KeySpace
 from workers.drain import PostgresUnavailableError, StreamDrainer
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,12 @@ def trim_stream(
     return result
 
 
+def trim_streams(client: redis.Redis, keys: KeySpace = SINGLE, approximate: bool = True) -> dict:
+    """Trim every shard's stream; return the entries evicted in all and each shard's bound."""
+    results = [trim_stream(client, stream, approximate=approximate) for stream in keys.all_streams()]
+    return {"evicted": sum(r["evicted"] for r in results), "min_ids": [r["min_id"] for r in results]}
+
+
 def forget_idle_consumers(
     client: redis.Redis, stream_key: str = STREAM_KEY, group: str = CONSUMER_GROUP, idle_ms: int = IDLE_CONSUMER_MS
 ) -> list[str]:
@@ -126,29 +132,31 @@ def reclaim_stale_entries(settings: Settings, client: redis.Redis, seconds: floa
     Drains also reclaim such entries as they go; this catches them even when every drain is busy
     or none runs. An entry that keeps failing goes to the dead-letter stream as in the drain.
     """
-    drainer = StreamDrainer(settings, client, RECLAIM_CONSUMER)
+    keys = KeySpace.for_settings(settings)
+    drainer = StreamDrainer(settings, client, RECLAIM_CONSUMER, keys=keys)
     deadline = time.monotonic() + seconds
     stopped_by = None
     try:
-        while time.monotonic() < deadline:
-            try:
-                entries = drainer.reclaim()
-            except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc) or "no such key" in str(exc):
+        for shard in range(keys.shards):
+            while time.monotonic() < deadline and stopped_by is None:
+                try:
+                    entries = drainer.reclaim(shard)
+                except redis.ResponseError as exc:
+                    if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                        break
+                    raise
+                if not entries:
                     break
-                raise
-            if not entries:
-                break
-            try:
-                committed = drainer.write(entries)
-            except PostgresUnavailableError as exc:
-                # The entries stay pending under this consumer and are claimed again once idle.
-                stopped_by = str(exc).strip()
-                break
-            drainer.ack(committed, redelivered=True)
+                try:
+                    committed = drainer.write(entries, shard)
+                except PostgresUnavailableError as exc:
+                    # The entries stay pending under this consumer and are claimed again once idle.
+                    stopped_by = str(exc).strip()
+                    break
+                drainer.ack(committed, redelivered=True, shard=shard)
     finally:
         drainer.close()
-    removed = forget_idle_consumers(client)
+    removed = [name for stream in keys.all_streams() for name in forget_idle_consumers(client, stream)]
     result = {**asdict(drainer.totals), "idle_consumers_removed": removed, "stopped_by": stopped_by}
     worked = drainer.totals.entries_acked or removed or stopped_by
     log.log(logging.INFO if worked else logging.DEBUG, "reclaim done", extra=result)
