@@ -88,8 +88,44 @@ def pytest_report_header(config):
            f"TEST_REDIS_URL={EXPLICIT_REDIS_URL or '(claims an empty db)'}"
 
 
+# The Redis layouts a test module can ask to run against (``REDIS_LAYOUTS = ALL_LAYOUTS`` in it):
+# one Redis with one stream (the default everywhere), one Redis with 8 shards, and a 3-master +
+# 3-replica Redis Cluster with 8 shards (started once per session, on first use).
+SINGLE, SINGLE_SHARDED, CLUSTER = "single", "single-8-shards", "cluster-8-shards"
+ALL_LAYOUTS = (SINGLE, SINGLE_SHARDED, CLUSTER)
+_LAYOUT_ENV = {SINGLE: {}, SINGLE_SHARDED: {"STREAM_SHARDS": "8"}, CLUSTER: {"STREAM_SHARDS": "8"}}
+
+
+def pytest_generate_tests(metafunc):
+    """Give every test its Redis layout: the module's REDIS_LAYOUTS, else the single Redis."""
+    if "redis_layout" in metafunc.fixturenames:
+        layouts = getattr(metafunc.module, "REDIS_LAYOUTS", (SINGLE,))
+        metafunc.parametrize("redis_layout", layouts, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def settings(servers):
+def redis_layout(request) -> str:
+    """The Redis layout of the test (see ALL_LAYOUTS)."""
+    return getattr(request, "param", SINGLE)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A private 3-master + 3-replica Redis Cluster for the session (node logs printed if it fails to form)."""
+    from tests.redis_cluster import RedisClusterNodes, available
+
+    if not available():
+        pytest.skip("redis-server/redis-cli are not installed")
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers, redis_layout, request):
     """Settings pointing at a fresh database created for this session, migrated and partitioned."""
     server_url, redis_url = servers
     dbname = f"energy_test_{uuid.uuid4().hex[:10]}"
@@ -105,7 +141,10 @@ def settings(servers):
         # themselves set their own (tests/test_rate_limits.py).
         "API_KEY_RATE_LIMIT": "1000000/minute",
         "AUTH_FAILURE_RATE_LIMIT": "1000000/minute",
+        **_LAYOUT_ENV[redis_layout],
     }
+    if redis_layout == CLUSTER:
+        env["REDIS_CLUSTER_URL"] = request.getfixturevalue("redis_cluster").url
     s = Settings.from_env(env)
     release(s)  # creates the database, migrates, creates partitions
     yield s
@@ -124,13 +163,29 @@ def db(settings):
 
 
 @pytest.fixture
-def redis_client(settings):
-    """A decoded client on the session's Redis db, emptied before and after the test."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    reset_redis_db(client)
-    yield client
-    reset_redis_db(client)
-    client.close()
+def redis_client(settings, request):
+    """A decoded client on the session's Redis db (or its cluster), emptied before and after the test."""
+    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    reset_redis_db(plain)
+    if settings.redis_cluster_url:
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        client = cluster.client()
+        yield client
+        cluster.flush()
+        client.close()
+    else:
+        yield plain
+    reset_redis_db(plain)
+    plain.close()
+
+
+@pytest.fixture
+def redis_keys(settings):
+    """The key space of the test's layout (shards, hash tags)."""
+    from common.streams import KeySpace
+
+    return KeySpace.for_settings(settings)
 
 
 @pytest.fixture
