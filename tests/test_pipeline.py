@@ -6,9 +6,8 @@ import psycopg
 import pytest
 import redis
 
-from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, STREAM_KEY
+from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, FAILURES_KEY, STREAM_KEY
 from tests.conftest import meter, minutes_ago, vehicle
-from common.streams import FAILURES_KEY
 from workers.drain import StreamDrainer
 
 

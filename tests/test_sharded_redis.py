@@ -150,7 +150,7 @@ def test_a_poison_reading_is_dead_lettered_alone_and_the_rest_of_its_entry_writt
         assert time.monotonic() < deadline, "the poison reading was never dead-lettered"
         drainer.drain_once(block_ms=50)
     assert db.execute("SELECT count(*) FROM meter_readings WHERE meter_id = 'good-1'").fetchone()[0] == 2
-    [(dead_id, fields)] = redis_client.xrange(redis_keys.dead_letters(shard))
+    [(_dead_id, fields)] = redis_client.xrange(redis_keys.dead_letters(shard))
     assert (fields["k"], fields["r"], int(fields["failures"])) == ("m", POISON_ROW, settings.dead_letter_after)
     assert "partition" in fields["error"]
     assert not redis_client.exists(redis_keys.failures(shard))
