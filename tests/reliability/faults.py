@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import redis
 from rq import Worker
 
-from common.streams import CONSUMER_GROUP, STREAM_KEY
+from common.streams import CONSUMER_GROUP
 from tests.processes import descendants
 from tests.reliability.processes import ManagedProcess, signal_pids
 from tests.reliability.servers import PrivatePostgres, PrivateRedis
@@ -80,10 +81,7 @@ class FaultInjector:
             while time.monotonic() < deadline and victim is None:
                 if time.monotonic() - looked_at > 0.3:  # the work horse changes with every job
                     workers, looked_at = self._workers_by_consumer(raw), time.monotonic()
-                try:
-                    consumers = data.xinfo_consumers(STREAM_KEY, CONSUMER_GROUP)
-                except redis.ResponseError:
-                    consumers = []  # no stream or group yet
+                consumers = self._consumers(data)
                 victim = next((c["name"] for c in consumers if c["pending"] > 0 and c["name"] in workers), None)
                 if victim is None:
                     time.sleep(0.001)
@@ -94,8 +92,7 @@ class FaultInjector:
                 process, pids = workers[victim]
                 signal_pids(pids, signal.SIGKILL)  # at once: looking the tree up again takes too long
             self.stack.processes.kill_tree(process)
-            left = {c["name"]: c["pending"] for c in data.xinfo_consumers(STREAM_KEY, CONSUMER_GROUP)}
-            pending_left = int(left.get(victim, 0))
+            pending_left = sum(int(c["pending"]) for c in self._consumers(data) if c["name"] == victim)
             self.stack.processes.start("worker")
         finally:
             data.close()
@@ -103,6 +100,14 @@ class FaultInjector:
         kind = "worker SIGKILL mid-batch" if pending_left else "worker SIGKILL between batches"
         self.log.record(kind, started, self._now(), consumer=victim, pending_left=pending_left)
         return pending_left > 0
+
+    def _consumers(self, data) -> list[dict]:
+        """Return the consumers of every shard's group (a consumer appears once per shard it read)."""
+        consumers = []
+        for stream in self.stack.keys.all_streams():
+            with contextlib.suppress(redis.ResponseError):  # no stream or group yet
+                consumers += data.xinfo_consumers(stream, CONSUMER_GROUP)
+        return consumers
 
     def stop_postgres(self, mode: str) -> None:
         """Stop the PostgreSQL cluster (``immediate`` is a crash, ``fast`` a clean shutdown)."""

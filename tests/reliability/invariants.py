@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
-from common.streams import API_FIELDS, CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, METER, STREAM_KEY, VEHICLE
+from common.streams import API_FIELDS, CONSUMER_GROUP, KIND_NAMES, METER, SINGLE, VEHICLE, KeySpace
 from tests.reliability.datasets import reading_key, reading_values
 
 Key = tuple[str, str, datetime]
@@ -60,24 +60,33 @@ def postgres_latest(conn: psycopg.Connection) -> dict[tuple[str, str], tuple]:
     return out
 
 
-def redis_latest(client: redis.Redis) -> dict[tuple[str, str], tuple]:
+def latest_keys(client: redis.Redis, keys: KeySpace = SINGLE) -> dict[str, tuple[str, str]]:
+    """Return every latest-state hash's key in Redis, with the (kind, device) it is named after."""
+    out = {}
+    for key in client.scan_iter("latest:*", count=1000):
+        for kind, name in KIND_NAMES.items():
+            device = key.split(f":{name}:", 1)[1] if f":{name}:" in key else None
+            if device is not None and keys.latest(kind, device) == key:
+                out[key] = (kind, device)
+    return out
+
+
+def redis_latest(client: redis.Redis, keys: KeySpace = SINGLE) -> dict[tuple[str, str], tuple]:
     """Return every latest-state hash in Redis as {(kind, device): (ts, values...)}."""
-    prefixes = {f"latest:{name}:": kind for kind, name in ((METER, "meter"), (VEHICLE, "vehicle"))}
-    keys = list(client.scan_iter("latest:*", count=1000))
+    named = latest_keys(client, keys)
     pipe = client.pipeline(transaction=False)
-    for key in keys:
+    for key in named:
         pipe.hgetall(key)
     out = {}
-    for key, stored in zip(keys, pipe.execute(), strict=True):
-        for prefix, kind in prefixes.items():
-            if key.startswith(prefix) and "timestamp" in stored:
-                ts = _utc(datetime.fromisoformat(stored["timestamp"]))
-                fields = (ts, *(float(stored[f]) for f in API_FIELDS[kind]))
-                # Reads serve the rendered answer (the json field): it must say what the fields say.
-                answer = json.loads(stored.get("json", "null")) or {}
-                served = (_utc(datetime.fromisoformat(answer["timestamp"])), *(answer[f] for f in API_FIELDS[kind])) \
-                    if "timestamp" in answer else None
-                out[(kind, key[len(prefix):])] = fields if served == fields else ("json field disagrees", served)
+    for (kind, device), stored in zip(named.values(), pipe.execute(), strict=True):
+        if "timestamp" in stored:
+            ts = _utc(datetime.fromisoformat(stored["timestamp"]))
+            fields = (ts, *(float(stored[f]) for f in API_FIELDS[kind]))
+            # Reads serve the rendered answer (the json field): it must say what the fields say.
+            answer = json.loads(stored.get("json", "null")) or {}
+            served = (_utc(datetime.fromisoformat(answer["timestamp"])), *(answer[f] for f in API_FIELDS[kind])) \
+                if "timestamp" in answer else None
+            out[(kind, device)] = fields if served == fields else ("json field disagrees", served)
     return out
 
 
@@ -90,13 +99,14 @@ def redis_latest_raw(client: redis.Redis) -> dict[str, dict]:
     return dict(zip(keys, pipe.execute(), strict=True))
 
 
-def stream_leftovers(client: redis.Redis) -> tuple[int, int]:
-    """Return (entries pending in the consumer group, entries in the dead-letter stream)."""
-    pending = 0
-    if client.exists(STREAM_KEY):
-        summary = client.xpending(STREAM_KEY, CONSUMER_GROUP)
-        pending = int(summary["pending"])
-    return pending, int(client.xlen(DEAD_LETTER_STREAM_KEY))
+def stream_leftovers(client: redis.Redis, keys: KeySpace = SINGLE) -> tuple[int, int]:
+    """Return (entries pending in the consumer groups, readings in the dead-letter streams), every shard."""
+    pending = dead = 0
+    for shard in range(keys.shards):
+        if client.exists(keys.stream(shard)):
+            pending += int(client.xpending(keys.stream(shard), CONSUMER_GROUP)["pending"])
+        dead += int(client.xlen(keys.dead_letters(shard)))
+    return pending, dead
 
 
 @dataclass

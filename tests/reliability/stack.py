@@ -7,7 +7,9 @@ from pathlib import Path
 import psycopg
 import redis
 
-from common.streams import CONSUMER_GROUP, STREAM_KEY
+from common.redis_clients import data_client
+from common.settings import Settings
+from common.streams import CONSUMER_GROUP, KeySpace
 from tests.reliability.http_client import CONNECTION_ERRORS, HttpClient
 from tests.reliability.processes import ProcessManager
 from tests.reliability.servers import PrivatePostgres, PrivateRedis, free_port, wait_until
@@ -41,6 +43,7 @@ class Stack:
             **DEFAULT_KNOBS,
             **(knobs or {}),
         }
+        self.keys = KeySpace.for_settings(Settings.from_env(self.env))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.processes = ProcessManager(self.env, log_dir, run_id)
         self.token: str | None = None  # the stack's admin key, made by release()
@@ -98,21 +101,28 @@ class Stack:
         return psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
 
     def redis(self) -> redis.Redis:
-        """Return a decoded client on the stack's Redis db."""
+        """Return a decoded client on the stack's data Redis (its Redis db, or its cluster)."""
+        if self.env.get("REDIS_CLUSTER_URL"):
+            return data_client(Settings.from_env(self.env))
         return self.redis_server.client(self.redis_db)
 
     def backlog(self) -> tuple[int, bool]:
-        """Return (entries pending in the group, whether every stream entry has been delivered)."""
+        """Return (entries pending in the groups, whether every shard's entries have been delivered)."""
         client = self.redis()
+        pending_total, delivered_all = 0, True
         try:
-            if not client.exists(STREAM_KEY):
-                return 0, True
-            groups = {g["name"]: g for g in client.xinfo_groups(STREAM_KEY)}
-            group = groups.get(CONSUMER_GROUP)
-            last_id = client.xinfo_stream(STREAM_KEY)["last-generated-id"]
-            if group is None:
-                return 0, last_id in ("0-0", None)
-            return int(group["pending"]), group["last-delivered-id"] == last_id
+            for stream in self.keys.all_streams():
+                if not client.exists(stream):
+                    continue
+                groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+                group = groups.get(CONSUMER_GROUP)
+                last_id = client.xinfo_stream(stream)["last-generated-id"]
+                if group is None:
+                    delivered_all = delivered_all and last_id in ("0-0", None)
+                    continue
+                pending_total += int(group["pending"])
+                delivered_all = delivered_all and group["last-delivered-id"] == last_id
+            return pending_total, delivered_all
         finally:
             client.close()
 
