@@ -15,7 +15,7 @@ import time
 
 import redis
 
-from common.streams import CONSUMER_GROUP, STREAM_KEY
+from common.streams import CONSUMER_GROUP, SINGLE, KeySpace
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:
@@ -24,15 +24,15 @@ def parse_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def group_state(client: redis.Redis) -> dict:
-    """Return the drain group's pending count, lag, last-delivered id and the stream's last id.
+def group_state(client: redis.Redis, stream: str = SINGLE.stream(0)) -> dict:
+    """Return a shard's drain group's pending count, lag, last-delivered id and the stream's last id.
 
-    All read in one MULTI, so they describe the same instant.
+    All read in one MULTI (one shard's keys: one cluster slot), so they describe the same instant.
     """
     pipe = client.pipeline(transaction=True)
-    pipe.exists(STREAM_KEY)
-    pipe.xinfo_groups(STREAM_KEY)
-    pipe.xinfo_stream(STREAM_KEY)
+    pipe.exists(stream)
+    pipe.xinfo_groups(stream)
+    pipe.xinfo_stream(stream)
     try:
         _exists, groups, stream = pipe.execute()
     except redis.ResponseError:  # no stream yet
@@ -51,14 +51,19 @@ def group_state(client: redis.Redis) -> dict:
 LAG_MISREPORTS: list[dict] = []
 
 
-def undrained(client: redis.Redis) -> int:
-    """Return how many entries are not yet committed (pending + never delivered).
+def undrained(client: redis.Redis, keys: KeySpace = SINGLE) -> int:
+    """Return how many entries of every shard are not yet committed (pending + never delivered)."""
+    return sum(_undrained(client, stream) for stream in keys.all_streams())
+
+
+def _undrained(client: redis.Redis, stream: str) -> int:
+    """Return how many entries of one stream are not yet committed (pending + never delivered).
 
     XINFO GROUPS' lag is not trusted alone: it can be unknown (nil), and it is cross-checked with the
     stream's last id: nothing is left to deliver only when the group has delivered that id
     (entries are never removed before delivery: the trim job removes acknowledged ones only).
     """
-    state = group_state(client)
+    state = group_state(client, stream)
     undelivered_exists = parse_id(state["last_generated"]) > parse_id(state["last_delivered"])
     lag = state["lag"]
     if lag is None:
@@ -74,21 +79,23 @@ def _s(value) -> str:
 
 
 class LagMonitor:
-    """Record accepted entries and the committed bound over time; compute each entry's lag."""
+    """Record accepted entries and the committed bound of every shard over time; compute each entry's lag."""
 
-    def __init__(self, client: redis.Redis, interval: float = 0.005):
+    def __init__(self, client: redis.Redis, interval: float = 0.005, keys: KeySpace = SINGLE):
         self.client = client
         self.interval = interval
-        self.entries: list[tuple[int, int]] = []  # ids of entries added while watching
-        self.bounds: list[tuple[float, tuple[int, int], bool]] = []  # (time, bound, inclusive)
-        self._last_seen = "$"
+        self.streams = keys.all_streams()
+        self.entries: list[list[tuple[int, int]]] = [[] for _ in self.streams]  # per shard, ids added meanwhile
+        self.bounds: list[list[tuple[float, tuple[int, int], bool]]] = [[] for _ in self.streams]
+        self._last_seen = ["$"] * len(self.streams)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lag-monitor", daemon=True)
 
     def start(self) -> LagMonitor:
-        """Start watching from the current end of the stream."""
-        last = self.client.xinfo_stream(STREAM_KEY)["last-generated-id"] if self.client.exists(STREAM_KEY) else "0-0"
-        self._last_seen = _s(last)
+        """Start watching from the current end of every stream."""
+        for i, stream in enumerate(self.streams):
+            last = self.client.xinfo_stream(stream)["last-generated-id"] if self.client.exists(stream) else "0-0"
+            self._last_seen[i] = _s(last)
         self._thread.start()
         return self
 
@@ -99,22 +106,27 @@ class LagMonitor:
 
     def _poll(self) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.xrange(STREAM_KEY, f"({self._last_seen}", "+", count=5000)
-        pipe.xpending(STREAM_KEY, CONSUMER_GROUP)
-        pipe.xinfo_groups(STREAM_KEY)
-        new, pending, groups = pipe.execute()
+        for i, stream in enumerate(self.streams):
+            pipe.xrange(stream, f"({self._last_seen[i]}", "+", count=5000)
+            pipe.xpending(stream, CONSUMER_GROUP)
+            pipe.xinfo_groups(stream)
+        replies = pipe.execute(raise_on_error=False)
         now = time.time()
-        for entry_id, _fields in new:
-            self.entries.append(parse_id(_s(entry_id)))
-        if new:
-            self._last_seen = _s(new[-1][0])
-        group = next((g for g in groups if _s(g["name"]) == CONSUMER_GROUP), None)
-        if group is None:
-            return
-        if int(pending["pending"]) > 0:
-            self.bounds.append((now, parse_id(_s(pending["min"])), False))
-        else:
-            self.bounds.append((now, parse_id(_s(group["last-delivered-id"])), True))
+        for i in range(len(self.streams)):
+            new, pending, groups = replies[3 * i:3 * i + 3]
+            if any(isinstance(reply, Exception) for reply in (new, pending, groups)):
+                continue  # no stream or group yet
+            for entry_id, _fields in new:
+                self.entries[i].append(parse_id(_s(entry_id)))
+            if new:
+                self._last_seen[i] = _s(new[-1][0])
+            group = next((g for g in groups if _s(g["name"]) == CONSUMER_GROUP), None)
+            if group is None:
+                continue
+            if int(pending["pending"]) > 0:
+                self.bounds[i].append((now, parse_id(_s(pending["min"])), False))
+            else:
+                self.bounds[i].append((now, parse_id(_s(group["last-delivered-id"])), True))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -126,15 +138,16 @@ class LagMonitor:
         """Return the lag in seconds of every entry seen committed, and how many were never seen committed."""
         lags: list[float] = []
         missing = 0
-        # The bound only moves forward; walk the entries in id order alongside it.
-        j = 0
-        for entry in sorted(self.entries):
-            while j < len(self.bounds) and not _committed(entry, self.bounds[j]):
-                j += 1
-            if j == len(self.bounds):
-                missing += 1
-                continue
-            lags.append(max(0.0, self.bounds[j][0] - entry[0] / 1000.0))
+        for entries, bounds in zip(self.entries, self.bounds, strict=True):
+            # The bound only moves forward; walk the entries in id order alongside it.
+            j = 0
+            for entry in sorted(entries):
+                while j < len(bounds) and not _committed(entry, bounds[j]):
+                    j += 1
+                if j == len(bounds):
+                    missing += 1
+                    continue
+                lags.append(max(0.0, bounds[j][0] - entry[0] / 1000.0))
         return lags, missing
 
 

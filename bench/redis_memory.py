@@ -18,7 +18,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from common.streams import CONSUMER_GROUP, METER, STREAM_KEY, VEHICLE, Reading
+from common.streams import CONSUMER_GROUP, METER, STREAM_KEY, VEHICLE, Reading, latest_key
 from tests.reliability.servers import PrivateRedis
 from web.latest_state import LatestStateStore
 
@@ -65,8 +65,8 @@ def measure(devices: int) -> dict:
                     break
                 read += len(batch[0][1])
             pending = used()
-            sample = [f"latest:meter:meter-{i:06d}" for i in range(1, min(devices, 2000), 2)]
-            sample_v = [f"latest:vehicle:vehicle-{i:06d}" for i in range(0, min(devices, 2000), 2)]
+            sample = [latest_key(METER, f"meter-{i:06d}") for i in range(1, min(devices, 2000), 2)]
+            sample_v = [latest_key(VEHICLE, f"vehicle-{i:06d}") for i in range(0, min(devices, 2000), 2)]
             meter_hash = sum(client.memory_usage(k, samples=0) for k in sample) / len(sample)
             vehicle_hash = sum(client.memory_usage(k, samples=0) for k in sample_v) / len(sample_v)
             ttl = client.ttl(sample[0])

@@ -18,6 +18,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -47,7 +48,9 @@ from bench.processes import (
     wait_until,
 )
 from common.database import release
+from common.redis_clients import data_client
 from common.settings import Settings
+from common.streams import VEHICLE, KeySpace, drain_slot_heartbeat_key
 
 MIB = 1024 * 1024
 
@@ -121,13 +124,23 @@ class Bench:
         self.unguarded = None
         self.admin_token: str | None = None  # made by make_keys; every load sends a key
         self.device_tokens_file = self.run_dir / "device-tokens.json"
+        # --redis-cluster: a private 3-master + 3-replica cluster for the data keys, 8 shards by default.
+        self.cluster = None
+        if args.redis_cluster:
+            from tests.redis_cluster import RedisClusterNodes
+
+            self.cluster = RedisClusterNodes(Path(tempfile.mkdtemp(prefix="bench-cluster-")))
+            self.cluster.start()
         self.env = self._env()
         self.settings = Settings.from_env(self.env)
+        self.keys = KeySpace.for_settings(self.settings)
         self.processes = ProcessSet(self.env, self.run_dir / "logs")
         self.rss = RssSampler(self.processes)
-        self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)  # RQ's, and the data's if no cluster
+        self.data = data_client(self.settings)
         self.results: dict = {"size": size.name, "launcher": args.launcher, "parameters": size.__dict__,
-                              "figures": {}, "phases": {}}
+                              "figures": {}, "phases": {},
+                              "redis_layout": {"cluster": bool(self.cluster), "stream_shards": self.keys.shards}}
         self.today = self.started.replace(hour=0, minute=0, second=0, microsecond=0)
 
     # -- setup ----------------------------------------------------------------------------------
@@ -144,7 +157,10 @@ class Bench:
             "PYTHONUNBUFFERED": "1",
             # The catch-up phase builds a 1.2M backlog on purpose: backpressure must not refuse it.
             "BACKLOG_LIMIT": str(max(10_000_000, 4 * self.size.backlog)),
+            "STREAM_SHARDS": str(self.args.stream_shards or (8 if self.cluster else 1)),
         })
+        if self.cluster:
+            env["REDIS_CLUSTER_URL"] = self.cluster.url
         return env
 
     def day_base(self, days_ago: int) -> float:
@@ -159,6 +175,8 @@ class Bench:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.args.database)))
         self.redis.flushdb()
+        if self.cluster:
+            self.cluster.flush()
         started = time.perf_counter()
         result = release(self.settings)
         log(f"== database {self.args.database} created and migrated in {time.perf_counter() - started:.1f}s "
@@ -224,7 +242,7 @@ class Bench:
         """Wait until every worker runs a drain job (the scheduler kicks them every 2 s)."""
         def running() -> bool:
             self.check_alive()
-            return all(self.redis.exists(f"drain:slot:{slot}:heartbeat") for slot in range(self.args.workers))
+            return all(self.redis.exists(drain_slot_heartbeat_key(slot)) for slot in range(self.args.workers))
         wait_until(running, 90, "the drain jobs to start", interval=0.2)
 
     def check_alive(self) -> None:
@@ -266,7 +284,7 @@ class Bench:
         deadline = time.monotonic() + timeout
         last_print = 0.0
         while True:
-            left = undrained(self.redis)
+            left = undrained(self.data, self.keys)
             now = time.monotonic()
             if left == 0:
                 return time.time()
@@ -274,7 +292,7 @@ class Bench:
                 raise TimeoutError(f"{label}: {left} entries still undrained after {timeout:.0f}s")
             if now - last_print >= 1.0:
                 self.check_alive()
-                log(f"  [{label}] {left:>10,} readings not yet committed")
+                log(f"  [{label}] {left:>10,} stream entries not yet committed")
                 last_print = now
             time.sleep(0.02)
 
@@ -437,7 +455,7 @@ class Bench:
         rate = 2 * size.devices / 60
         log(f"== steady load: {2 * size.devices:,} devices once a minute ({rate:.0f} readings/s) for "
             f"{size.steady_s:g}s, drain lag from the stream's ids")
-        monitor = LagMonitor(self.redis).start()
+        monitor = LagMonitor(self.data, keys=self.keys).start()
         self.rss.begin_mark("steady")
         result = self.loadgen("steady load", {
             "mode": "rate", "rate": rate, "duration": size.steady_s, "connections": 64,
@@ -473,17 +491,19 @@ class Bench:
         self.figure("batched_accepted_no_drain", value=round(result["readings_ok"] / result["elapsed_s"], 1),
                     unit="readings/s", note=_failures(result))
         self.batched_bound(result)
-        backlog = undrained(self.redis)
-        log(f"  backlog of {backlog:,} readings; starting {self.args.workers} worker(s)")
+        backlog_entries = undrained(self.data, self.keys)
+        backlog = result["readings_ok"]  # one stream entry holds a request's readings of one shard
+        log(f"  backlog of {backlog:,} readings in {backlog_entries:,} stream entries; "
+            f"starting {self.args.workers} worker(s)")
         self.rss.begin_mark("catch_up")
         started = time.time()
         self.start_workers()
         first_progress = None
         last_print = 0.0
         while True:
-            left = undrained(self.redis)
+            left = undrained(self.data, self.keys)
             now = time.time()
-            if first_progress is None and left < backlog:
+            if first_progress is None and left < backlog_entries:
                 first_progress = now
             if left == 0:
                 break
@@ -491,8 +511,9 @@ class Bench:
                 raise TimeoutError(f"catch-up: {left} readings still undrained after 30 min")
             if now - last_print >= 1:
                 self.check_alive()
-                rate = (backlog - left) / (now - first_progress) if first_progress and now > first_progress else 0
-                log(f"  [catch-up] {now - started:6.1f}s  {left:>10,} left  {rate:>10,.0f} readings/s")
+                rate = ((backlog_entries - left) / (now - first_progress) if first_progress and now > first_progress
+                        else 0)
+                log(f"  [catch-up] {now - started:6.1f}s  {left:>10,} entries left  {rate:>10,.0f} entries/s")
                 last_print = now
             time.sleep(0.02)
         done = time.time()
@@ -569,9 +590,9 @@ class Bench:
         size = self.size
         log("== latest-state reads")
         candidates = [fleet.vehicle_id(i) for i in range(size.devices)]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.data.pipeline(transaction=False)
         for vid in candidates:
-            pipe.exists(f"latest:vehicle:{vid}")
+            pipe.exists(self.keys.latest(VEHICLE, vid))
         known = [vid for vid, there in zip(candidates, pipe.execute(), strict=True) if there]
         if not known:
             self.figure("latest_one", unit="ms", unavailable="no vehicle has a latest state")
@@ -659,6 +680,8 @@ class Bench:
                 log(f"the run failed: database {self.args.database} and {self.redis_url} are kept for a look")
             elif not self.args.keep:
                 self.drop_stores()
+            if self.cluster:
+                self.cluster.stop()
         return self.results
 
     def write_results(self) -> None:
@@ -774,6 +797,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-devices", type=int, help="devices per stream in the analytics day")
     parser.add_argument("--history-minutes", type=int, help="minutes of history per device (1440 = a day)")
     parser.add_argument("--backlog", type=int, help="readings in the catch-up backlog")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="start a private 3-master + 3-replica Redis Cluster for the data (REDIS_CLUSTER_URL); "
+                             "RQ stays on --redis-url")
+    parser.add_argument("--stream-shards", type=int, help="STREAM_SHARDS (default 1; 8 with --redis-cluster)")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis data afterwards")
     parser.add_argument("--only", choices=["analytics", "single-ingest"],

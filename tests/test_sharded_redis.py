@@ -6,6 +6,7 @@ Each test runs against one Redis with one stream, one Redis with 8 shards, and a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -188,3 +189,27 @@ def test_a_device_keys_rate_limit_holds_on_every_layout(client, auth, redis_clie
     codes = [device.post("/v1/telemetry", json=vehicle("v-limited"), headers=auth.headers(token)).status_code
              for _ in range(5)]
     assert codes == [202, 202, 202, 429, 429]
+
+
+def test_too_few_replicas_confirming_is_a_503_that_says_the_request_may_be_partly_stored(
+        settings, redis_client, admin_token):
+    from web import create_app
+
+    # No layout here has two replicas per master (the single Redis has none): WAIT cannot confirm.
+    app = create_app(dataclasses.replace(settings, redis_min_replicas_ack=2, redis_wait_timeout_ms=50))
+    response = keyed_client(app, admin_token).post("/v1/telemetry", json=fleet(8))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    body = response.get_json()
+    assert (body["error"], body["partlyStored"]) == ("replicas_unconfirmed", True)
+    assert "Resend" in body["message"]
+
+
+def test_one_replica_confirming_is_accepted_on_the_cluster(settings, redis_client, redis_keys, admin_token):
+    if not settings.redis_cluster_url:
+        pytest.skip("only the cluster has replicas")
+    from web import create_app
+
+    app = create_app(dataclasses.replace(settings, redis_min_replicas_ack=1, redis_wait_timeout_ms=2000))
+    assert keyed_client(app, admin_token).post("/v1/telemetry", json=fleet()).status_code == 202
+    assert sum(len(e) for e in entries_by_shard(redis_client, redis_keys).values()) > 1
