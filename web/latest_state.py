@@ -254,7 +254,8 @@ class LatestStateStore:
                 if str(reply).split(" ", 1)[0] in _REDIRECTS:
                     retry.append(group)
                     continue
-                raise reply
+                # NOREPLICAS (min-replicas-to-write), OOM...: this node refuses; others may have taken theirs.
+                raise NotStoredError("redis_unavailable", str(reply), maybe_partly=True)
             taken += int(reply)
         unconfirmed = None
         if self.min_replicas_ack:
