@@ -147,3 +147,24 @@ def test_cli_runs_as_a_module(settings, redis_client):
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2
     assert "--all" in usage.stderr
+
+
+def test_a_batch_entry_loses_only_its_poison_readings(settings, db, redis_client, drainer):
+    from common.streams import METER, VEHICLE, encode_record
+
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    meters = [f"bm-{i}\t{(ts - timedelta(seconds=i)).isoformat()}\t{i}.0\t230.0" for i in range(150)]
+    vehicles = [f"bv-{i}\t{ts.isoformat()}\t50.0\t{i}.0\t20.0" for i in range(47)]
+    poison = [f"pm-{i}\t2000-01-0{i + 1}T00:00:00+00:00\t1.0\t230.0" for i in range(3)]
+    # One request's entry of 200 readings, three of which no partition can take, spread through it.
+    rows = [*meters[:40], poison[0], *meters[40:120], poison[1], *meters[120:], poison[2]]
+    redis_client.xadd(STREAM_KEY, encode_record({METER: rows, VEHICLE: vehicles}))
+    drain_until(drainer, redis_client, lambda: drainer.drain_once(block_ms=50) is not None
+                and not pending(redis_client) and redis_client.xlen(DEAD_LETTER_STREAM_KEY) == 3)
+    assert db.execute("SELECT count(*) FROM meter_readings").fetchone()[0] == 150
+    assert db.execute("SELECT count(*) FROM vehicle_readings").fetchone()[0] == 47
+    dead = [fields for _id, fields in redis_client.xrange(DEAD_LETTER_STREAM_KEY)]
+    assert sorted(f["r"] for f in dead) == sorted(poison)
+    assert {f["k"] for f in dead} == {"m"}
+    assert all("partition" in f["error"] and int(f["failures"]) == settings.dead_letter_after for f in dead)
+    assert drainer.totals.dead_lettered == 3

@@ -201,3 +201,18 @@ def test_data_client_for_the_drain_outlives_its_blocking_read(settings):
         pytest.fail("a blocking read outlived the socket timeout")
     finally:
         client.delete("blocking-test")
+
+
+def test_a_drain_batch_holds_about_drain_batch_size_readings_whatever_the_entries_hold(settings, client, redis_client):
+    import dataclasses
+
+    for b in range(6):  # six requests: six entries of 500 readings
+        assert client.post("/v1/telemetry", json=[meter(f"b{b}-{i}") for i in range(500)]).status_code == 202
+    d = StreamDrainer(dataclasses.replace(settings, drain_batch_size=1000), redis_client, "sizer")
+    d.ensure_group()
+    try:
+        # The first read takes one entry (its size is not known yet), then as many as make 1,000 readings.
+        assert [d.drain_once(block_ms=10) for _ in range(4)] == [1, 2, 2, 1]
+    finally:
+        d.close()
+    assert d.totals.rows_written == 3000
