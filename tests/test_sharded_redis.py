@@ -213,3 +213,19 @@ def test_one_replica_confirming_is_accepted_on_the_cluster(settings, redis_clien
     app = create_app(dataclasses.replace(settings, redis_min_replicas_ack=1, redis_wait_timeout_ms=2000))
     assert keyed_client(app, admin_token).post("/v1/telemetry", json=fleet()).status_code == 202
     assert sum(len(e) for e in entries_by_shard(redis_client, redis_keys).values()) > 1
+
+
+def test_a_redis_that_forgot_its_scripts_still_takes_each_shard_once(settings, client, redis_client, redis_keys):
+    # As a promoted replica would: scripts are not replicated.
+    if settings.redis_cluster_url:
+        for node in redis_client.get_primaries():
+            redis_client.get_redis_connection(node).script_flush()
+    else:
+        redis_client.script_flush()
+    assert client.post("/v1/telemetry", json=fleet()).status_code == 202
+    assert all(len(entries) <= 1 for entries in entries_by_shard(redis_client, redis_keys).values())
+    if settings.redis_cluster_url:
+        for node in redis_client.get_primaries():
+            redis_client.get_redis_connection(node).script_flush()
+    body = client.get("/v1/meters/latest?ids=m-1,m-2,m-19").get_json()
+    assert [m["meterId"] for m in body["meters"]] == ["m-1", "m-2", "m-19"]

@@ -233,23 +233,31 @@ class LatestStateStore:
         """Run ``groups`` on ``node`` in one pipeline; return (taken, groups to retry, replicas acked if too few)."""
         connection = self.client.get_redis_connection(node)
         header = ["0", "0", self.ttl_seconds, "1"]
+        todo, answered = groups, []
+        acked = None
         for load_first in (False, True):
             if load_first:
+                # A promoted replica has no scripts (they are not replicated): load, and send those again.
                 connection.script_load(self._ingest.script)
             pipe = connection.pipeline(transaction=False)
-            for group in groups:
+            for group in todo:
                 # KEYS[1], the rate-limit counter, is unused here (limit 0): the stream stands in for it.
                 pipe.execute_command("EVALSHA", self._ingest.sha, len(group.keys) + 1, group.keys[0], *group.keys,
                                      *header, *group.script_args())
             if self.min_replicas_ack:
+                # WAIT counts this connection's writes so far: every script sent on it, both passes.
                 pipe.execute_command("WAIT", self.min_replicas_ack, self.wait_timeout_ms)
             replies = pipe.execute(raise_on_error=False)
-            if not any(isinstance(reply, NoScriptError) for reply in replies):
+            if self.min_replicas_ack:
+                acked = replies.pop()
+            again = [g for g, reply in zip(todo, replies, strict=True) if isinstance(reply, NoScriptError)]
+            answered += [(g, reply) for g, reply in zip(todo, replies, strict=True)
+                         if not isinstance(reply, NoScriptError)]
+            if not again:
                 break
-            # A promoted replica has no scripts (they are not replicated): load and run again; the
-            # scripts that did run write the same readings twice, which history and latest absorb.
-        taken, retry = 0, []
-        for group, reply in zip(groups, replies, strict=False):
+            todo = again
+        taken, retry = 0, list(todo) if again else []
+        for group, reply in answered:
             if isinstance(reply, ResponseError):
                 if str(reply).split(" ", 1)[0] in _REDIRECTS:
                     retry.append(group)
@@ -259,7 +267,6 @@ class LatestStateStore:
             taken += int(reply)
         unconfirmed = None
         if self.min_replicas_ack:
-            acked = replies[-1]
             if isinstance(acked, Exception):
                 raise acked
             if taken and int(acked) < self.min_replicas_ack:
