@@ -114,10 +114,11 @@ def test_metrics_numbers_match_what_was_sent_and_drained(settings, app, client, 
     assert m[("energy_dead_lettered_total", ())] == 1
     assert m[("energy_dead_letters", ())] == 1
     assert m[("energy_drain_write_failures_total", ())] == settings.dead_letter_after
-    # One batch committed the five good entries; the poison's later tries committed nothing.
-    assert m[("energy_drain_batches_total", ())] == 1
-    assert m[("energy_drain_batch_duration_seconds_count", ())] == 1
-    assert m[("energy_drain_batch_duration_seconds_bucket", (("le", "+Inf"),))] == 1
+    # Two batches committed the five good entries (a drain's first read takes one entry: it does not know
+    # yet how many readings an entry holds); the poison's later tries committed nothing.
+    assert m[("energy_drain_batches_total", ())] == 2
+    assert m[("energy_drain_batch_duration_seconds_count", ())] == 2
+    assert m[("energy_drain_batch_duration_seconds_bucket", (("le", "+Inf"),))] == 2
     assert m[("energy_drain_batch_duration_seconds_sum", ())] > 0
     assert m[("energy_stream_pending_entries", ())] == 0
     assert m[("energy_stream_backlog", ())] == 0
@@ -206,7 +207,8 @@ def test_ingest_logs_nothing_per_reading(client, caplog):
     client.post("/v1/telemetry", json=meter("m-warm", ts=minutes_ago(2)))
     caplog.set_level(logging.DEBUG)
     client.post("/v1/telemetry", json=[meter(f"m{i}", ts=minutes_ago(1)) for i in range(200)])
-    assert len(caplog.records) <= 2  # the request line (and at most one more), not 200
+    # The request line (and at most one more), not 200; another test's pool retrying its dead server is not ours.
+    assert len([r for r in caplog.records if r.name != "psycopg.pool"]) <= 2
 
 
 def test_drain_logs_one_line_per_batch_with_size_rows_duration_and_lag(settings, client, redis_client, db, caplog):

@@ -120,7 +120,7 @@ def test_trim_job_uses_the_telemetry_stream(settings, client, redis_client):
     drainer = StreamDrainer(settings, redis_client, "trim-test")
     drainer.ensure_group()
     try:
-        entries, _ = drainer.fetch(10)
+        entries = drainer.read_new()
         drainer.ack([entry_id for entry_id, _ in entries[:4]])
     finally:
         drainer.close()

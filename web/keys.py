@@ -98,7 +98,9 @@ class KeyPageQuerySchema(Schema):
     """The query of GET /v1/keys."""
 
     limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_PAGE))
-    after = fields.String(load_default="", validate=validate.Length(0, 64))
+    # A key id is hex (web.auth.new_token); anything else (a NUL byte, which Postgres text refuses) is a 400.
+    after = fields.String(load_default="", validate=validate.Regexp(r"^[0-9a-f]{0,64}$"),
+                          metadata={"pattern": "^[0-9a-f]{0,64}$"})
 
 
 _key_request = KeyRequestSchema()
