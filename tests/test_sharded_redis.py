@@ -83,8 +83,9 @@ def test_a_request_is_one_stream_entry_per_shard_it_touches(client, redis_client
 
 
 def test_everything_accepted_drains_once_and_nothing_stays_pending(client, db, redis_client, redis_keys, drainer):
+    readings = fleet()
     for _ in range(2):  # the same readings twice: history keeps them once
-        assert client.post("/v1/telemetry", json=fleet()).status_code == 202
+        assert client.post("/v1/telemetry", json=readings).status_code == 202
     drain_everything(drainer, redis_client, redis_keys)
     assert db.execute("SELECT count(*), count(DISTINCT meter_id) FROM meter_readings").fetchone() == (20, 20)
     assert db.execute("SELECT count(*), count(DISTINCT vehicle_id) FROM vehicle_readings").fetchone() == (20, 20)

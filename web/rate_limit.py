@@ -22,10 +22,11 @@ from flask_limiter.errors import RateLimitExceeded
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.settings import Settings
+from common.streams import RATE_LIMIT_PREFIX
 from web.errors import error_response
 
 _FAILURE_NAMESPACE = "auth-failures"
-_KEY_PREFIX = "ratelimit"
+_KEY_PREFIX = RATE_LIMIT_PREFIX  # Redis key names live in common/streams.py
 _COUNTER_CACHE_SIZE = 100_000
 
 
