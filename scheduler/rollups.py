@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from common.database import connect, load_sql
+from common.database import connect, load_sql, rollup_hour
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,6 @@ ROLLUP_KINDS = {
     "vehicle": RollupKind("vehicle", "vehicle_hourly_rollups", "vehicle_readings", "vehicle_id",
                           "vehicle_latest"),
 }
-
-
-def rollup_hour(ts: datetime) -> datetime:
-    """Return the start of the bucket (h, h + 1 h] holding ``ts`` (as rollup_hour() in SQL)."""
-    shifted = ts - MICROSECOND
-    return shifted.replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass

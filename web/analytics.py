@@ -1,4 +1,8 @@
-"""GET /v1/analytics/performance/<vehicleId>: AC vs DC energy, efficiency and battery temperature over a window."""
+"""GET /v1/analytics/performance/<vehicleId>: AC vs DC energy, efficiency and battery temperature over a window.
+
+Windows up to the retention period: the whole hours come from the hourly rollups, the edges from raw
+history (web/rollup_reads.py), so the answer equals the raw computation (fetch_window) exactly.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,13 @@ from marshmallow import EXCLUDE, Schema, fields, validate, validates
 from common.database import load_sql
 from common.settings import Settings
 from common.streams import format_ts
-from web import db
+from web import db, rollup_reads
 from web.errors import ApiError
 from web.params import check_device_id, check_in_calendar, parse_query
 
 bp = Blueprint("analytics", __name__)
 
 DEFAULT_HOURS = 24
-MAX_HOURS = 168
 
 
 class PerformanceQuerySchema(Schema):
@@ -30,8 +33,9 @@ class PerformanceQuerySchema(Schema):
 
     hours = fields.Integer(
         load_default=DEFAULT_HOURS,
-        validate=validate.Range(min=1, max=MAX_HOURS),
-        metadata={"description": f"Window length in hours, 1..{MAX_HOURS}", "default": DEFAULT_HOURS},
+        validate=validate.Range(min=1),
+        metadata={"description": "Window length in hours, 1 .. RETENTION_DAYS x 24 (2160 by default)",
+                  "default": DEFAULT_HOURS},
     )
     to = fields.AwareDateTime(
         format="iso",
@@ -105,8 +109,19 @@ def window_params(vehicle_id: str, meter_id: str, from_ts: datetime, to_ts: date
             "max_meter_power_kw": settings.max_meter_power_kw, "max_vehicle_power_kw": settings.max_vehicle_power_kw}
 
 
+def check_hours(hours: int, settings: Settings) -> None:
+    """Raise a 400 naming ``hours`` when the window reaches beyond the retention period."""
+    most = settings.retention_days * 24
+    if hours > most:
+        raise ApiError(400, "invalid_parameter",
+                       f"hours: Must be less than or equal to {most} (the retention period).", parameter="hours")
+
+
 def fetch_window(conn: psycopg.Connection, params: dict) -> tuple[tuple, tuple]:
-    """Run both streams' queries in one pipeline (one network round trip); return their rows."""
+    """Compute the window from raw history alone, both streams in one pipeline; return their rows.
+
+    The reference the rollup reads are held to (tests); the endpoint reads web/rollup_reads.py.
+    """
     with conn.pipeline():
         meter = conn.execute(load_sql("analytics/meter_energy"), params)
         vehicle = conn.execute(load_sql("analytics/vehicle_energy"), params)
@@ -182,7 +197,9 @@ def performance(vehicle_id: str):
     """Return the vehicle's AC/DC energy, efficiency and mean battery temperature over the window."""
     check_device_id("vehicleId", vehicle_id)
     query = parse_query(_query_schema)
+    settings = current_app.config["SETTINGS"]
     hours = query["hours"]
+    check_hours(hours, settings)
     to_ts = (query["to"] or datetime.now(UTC)).astimezone(UTC)
     from_ts = to_ts - timedelta(hours=hours)
     # The mapping from the primary (a mapping created a moment ago counts), the readings from read_pool().
@@ -190,6 +207,6 @@ def performance(vehicle_id: str):
         mapping = conn.execute(load_sql("mappings/by_vehicle"), {"vehicle_id": vehicle_id}).fetchone()
     if mapping is None:
         raise ApiError(404, "not_found", f"Vehicle {vehicle_id!r} has no mapping to a meter.")
-    params = window_params(vehicle_id, mapping[1], from_ts, to_ts, current_app.config["SETTINGS"])
-    meter_row, vehicle_row = db.run_read(lambda conn: fetch_window(conn, params))
+    meter_row, vehicle_row = db.run_read(
+        lambda conn: rollup_reads.fetch_performance(conn, vehicle_id, mapping[1], from_ts, to_ts, settings))
     return jsonify(summarize(vehicle_id, hours, from_ts, to_ts, meter_row, vehicle_row))

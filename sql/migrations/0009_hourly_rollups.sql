@@ -68,10 +68,11 @@ CREATE TABLE vehicle_hourly_rollups (
     PRIMARY KEY (vehicle_id, hour)
 ) PARTITION BY RANGE (hour);
 
--- Dirty marks: the drain inserts one row per device and batch, in the transaction that writes the
--- readings (min_ts..max_ts: the readings it inserted). Append-only, so the drain never waits for a
--- row lock the maintenance job holds; the job deletes the marks it folded into the rollups in the
--- same transaction as the rollup rows, so a crash in between loses nothing.
+-- Dirty marks: one row per device and statement that inserted history rows (min_ts..max_ts: the
+-- rows it inserted), written by a statement trigger in the same transaction (below), so the drain's
+-- batch, a backfill or a psql INSERT all mark what they wrote. Append-only, so the drain never waits
+-- for a row lock the maintenance job holds; the job deletes the marks it folded into the rollups in
+-- the same transaction as the rollup rows, so a crash in between loses nothing.
 CREATE TABLE rollup_marks (
     id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind      text        NOT NULL CHECK (kind IN ('meter', 'vehicle')),
@@ -85,3 +86,29 @@ CREATE TABLE rollup_marks (
 CREATE INDEX rollup_marks_device ON rollup_marks (kind, device_id, min_ts);
 -- asOf of the fleet endpoints: the oldest pending mark.
 CREATE INDEX rollup_marks_marked_at ON rollup_marks (marked_at);
+
+-- The marking: an AFTER STATEMENT trigger with the statement's inserted rows as a transition table
+-- (rows ON CONFLICT DO NOTHING skipped are not in it): one INSERT .. SELECT .. GROUP BY per
+-- statement, however many rows it inserted.
+CREATE FUNCTION mark_meter_rollups() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO rollup_marks (kind, device_id, min_ts, max_ts)
+    SELECT 'meter', meter_id, min(ts), max(ts) FROM inserted_rows GROUP BY meter_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION mark_vehicle_rollups() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO rollup_marks (kind, device_id, min_ts, max_ts)
+    SELECT 'vehicle', vehicle_id, min(ts), max(ts) FROM inserted_rows GROUP BY vehicle_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER meter_readings_mark_rollups AFTER INSERT ON meter_readings
+    REFERENCING NEW TABLE AS inserted_rows FOR EACH STATEMENT EXECUTE FUNCTION mark_meter_rollups();
+CREATE TRIGGER vehicle_readings_mark_rollups AFTER INSERT ON vehicle_readings
+    REFERENCING NEW TABLE AS inserted_rows FOR EACH STATEMENT EXECUTE FUNCTION mark_vehicle_rollups();
