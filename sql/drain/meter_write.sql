@@ -1,8 +1,5 @@
 -- Move staged meter rows into history (duplicates ignored) and move meter_latest forward.
 -- The latest state is taken from the rows actually inserted, so it always matches history.
--- marked: one dirty mark per device of the rows inserted (their first and last ts) for the hourly
--- rollups (sql/migrations/0009_hourly_rollups.sql), committed with them: an append-only insert
--- that never waits for the maintenance job.
 WITH inserted AS (
     INSERT INTO meter_readings (meter_id, ts, kwh_consumed_ac, voltage)
     SELECT meter_id, ts, kwh_consumed_ac, voltage FROM meter_staging
@@ -12,9 +9,6 @@ WITH inserted AS (
     SELECT DISTINCT ON (meter_id) meter_id, ts, kwh_consumed_ac, voltage
     FROM inserted
     ORDER BY meter_id, ts DESC
-), marked AS (
-    INSERT INTO rollup_marks (kind, device_id, min_ts, max_ts)
-    SELECT 'meter', meter_id, min(ts), max(ts) FROM inserted GROUP BY meter_id
 ), upserted AS (
     INSERT INTO meter_latest AS l (meter_id, ts, kwh_consumed_ac, voltage, updated_at)
     SELECT meter_id, ts, kwh_consumed_ac, voltage, now() FROM newest

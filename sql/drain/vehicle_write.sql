@@ -1,8 +1,5 @@
 -- Move staged vehicle rows into history (duplicates ignored) and move vehicle_latest forward.
 -- The latest state is taken from the rows actually inserted, so it always matches history.
--- marked: one dirty mark per device of the rows inserted (their first and last ts) for the hourly
--- rollups (sql/migrations/0009_hourly_rollups.sql), committed with them: an append-only insert
--- that never waits for the maintenance job.
 WITH inserted AS (
     INSERT INTO vehicle_readings (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp)
     SELECT vehicle_id, ts, soc, kwh_delivered_dc, battery_temp FROM vehicle_staging
@@ -12,9 +9,6 @@ WITH inserted AS (
     SELECT DISTINCT ON (vehicle_id) vehicle_id, ts, soc, kwh_delivered_dc, battery_temp
     FROM inserted
     ORDER BY vehicle_id, ts DESC
-), marked AS (
-    INSERT INTO rollup_marks (kind, device_id, min_ts, max_ts)
-    SELECT 'vehicle', vehicle_id, min(ts), max(ts) FROM inserted GROUP BY vehicle_id
 ), upserted AS (
     INSERT INTO vehicle_latest AS l (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, updated_at)
     SELECT vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, now() FROM newest
