@@ -48,6 +48,16 @@ def latest_key(kind: str, device_id: str) -> str:
     return f"latest:{KIND_NAMES[kind]}:{device_id}"
 
 
+def newest_key(kind: str, shard: int | None = None) -> str:
+    """Return the sorted set of each device's newest reading time (epoch micros) of a kind.
+
+    Silent devices are one range query on it. ``shard`` names a stream shard's own set (hash-tagged
+    with the shard, so that a Redis Cluster keeps it in the ingest script's slot); None: the one set.
+    """
+    name = f"newest:{KIND_NAMES[kind]}"
+    return name if shard is None else f"{{s{shard}}}{name}"
+
+
 def epoch_micros(ts: datetime) -> int:
     """Return ``ts`` as whole microseconds since the Unix epoch (exact, no float rounding)."""
     return (ts - _EPOCH) // _MICROSECOND

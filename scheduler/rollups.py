@@ -38,8 +38,6 @@ DEVICE_LOCK_CLASS = 727_274_015
 REBUILD_LOCK = 727_274_016
 MICROSECOND = timedelta(microseconds=1)
 HOUR = timedelta(hours=1)
-# Set when the worker is asked to stop: the job ends after its batch.
-STOP = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,8 @@ def maintain_once(conn: psycopg.Connection, settings: Settings, limit: int) -> i
     return len(claimed)
 
 
-def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection | None = None) -> dict:
+def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection | None = None,
+             stop: threading.Event | None = None) -> dict:
     """Fold marks until none is left, then poll every ROLLUP_POLL_MS until ``seconds`` have passed.
 
     One connection for the whole run: its statements are prepared once (planning the lateral
@@ -149,7 +148,7 @@ def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection 
             if taken:
                 continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or STOP.wait(min(remaining, settings.rollup_poll_ms / 1000)):
+            if remaining <= 0 or (stop or threading.Event()).wait(min(remaining, settings.rollup_poll_ms / 1000)):
                 break
     finally:
         if own:
@@ -159,8 +158,10 @@ def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection 
 
 def maintain_rollups() -> dict:
     """RQ job (queue ``rollups``): fold the pending dirty marks into the hourly rollups."""
+    from workers.drain import STOP  # set by the worker on SIGTERM: the job ends after its batch
+
     settings = Settings.from_env()
-    return maintain(settings, settings.rollup_job_seconds)
+    return maintain(settings, settings.rollup_job_seconds, stop=STOP)
 
 
 def rebuild(settings: Settings, first_day: date, last_day: date, batch_devices: int = 500,

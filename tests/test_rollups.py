@@ -91,7 +91,8 @@ def test_rollup_answers_equal_raw_under_shuffled_late_repeated_delivery(
     meter_id, vehicle_id = f"m-{suffix}", f"v-{suffix}"
     client.post("/v1/mappings", json={"vehicleId": vehicle_id, "meterId": meter_id})
     meter = [(meter_id, ts, v) for ts, v in series(meter_steps, 10_000, sorted(minutes))]
-    vehicle = [(vehicle_id, ts, v, 20.0 + (i % 7)) for i, (ts, v) in enumerate(series(vehicle_steps, 5_000, sorted(minutes)))]
+    vehicle_series = series(vehicle_steps, 5_000, sorted(minutes))
+    vehicle = [(vehicle_id, ts, v, 20.0 + (i % 7)) for i, (ts, v) in enumerate(vehicle_series)]
     # Shuffled delivery in batches, each batch repeated now and then; maintenance between some batches.
     readings = [("m", r) for r in meter] + [("v", r) for r in vehicle]
     rng.shuffle(readings)
@@ -169,3 +170,119 @@ def test_two_maintenance_jobs_at_once_produce_the_same_rollups(db, settings):
     concurrent = rollup_rows(db)
     rollups.rebuild(settings, (BASE - timedelta(days=1)).date(), (BASE + timedelta(days=1)).date())
     assert rollup_rows(db) == concurrent
+
+
+def _fleet_fixture(client, settings):
+    """Three vehicles, two sharing a meter, with a reset and a glitch; folded."""
+    start = BASE - timedelta(hours=2)
+    meters, vehicles = [], []
+    for i in range(1, 4 * 60):
+        ts = start + timedelta(minutes=i)
+        meters.append(("m-fa", ts, 1000 + i * 0.5 if i != 100 else 0.0))  # a glitch at 100
+        meters.append(("m-fb", ts, 10 + i * 0.25 if i < 150 else i * 0.25 - 30))  # a reset at 150
+        vehicles.append(("v-fa1", ts, 500 + i * 0.2, 25.0 + i % 3))
+        vehicles.append(("v-fa2", ts, 800 + i * 0.1, 30.0))
+        vehicles.append(("v-fb", ts, 50 + i * 0.2, 20.0))
+    write(settings, meters, vehicles)
+    for vehicle, meter in (("v-fa1", "m-fa"), ("v-fa2", "m-fa"), ("v-fb", "m-fb"), ("v-none", "m-none")):
+        client.post("/v1/mappings", json={"vehicleId": vehicle, "meterId": meter})
+    fold(settings)
+    return BASE + timedelta(hours=2)
+
+
+def test_fleet_summary_and_ranking_equal_the_raw_computation(client, db, settings):
+    to_ts = _fleet_fixture(client, settings)
+    from_ts = to_ts - timedelta(hours=3)
+    fleet = client.get("/v1/analytics/fleet", query_string={"hours": 3, "to": iso(to_ts)}).get_json()
+    raw = {v: raw_answer(db, settings, v, from_ts, to_ts) for v in ("v-fa1", "v-fa2", "v-fb", "v-none")}
+    exact = {kind: db.execute(
+        "SELECT sum(s.energy_kwh::numeric)::float8 FROM unnest(%s::text[]) d(id), "
+        "LATERAL counter_steps(%s, d.id, %s, %s, %s) s",
+        (ids, kind, from_ts, to_ts, power)).fetchone()[0]
+        for kind, ids, power in (("meter", ["m-fa", "m-fb", "m-none"], settings.max_meter_power_kw),
+                                 ("vehicle", list(raw), settings.max_vehicle_power_kw))}
+    assert fleet["acKwh"] == round(exact["meter"], 3)  # m-fa once, though it feeds two vehicles
+    assert fleet["dcKwh"] == round(exact["vehicle"], 3)
+    assert fleet["vehicles"] == 4 and fleet["meters"] == 3
+    assert fleet["glitches"]["meter"] == 1 and fleet["counterResets"]["meter"] == 1
+    assert (fleet["fromTs"], fleet["toTs"]) == (iso(from_ts), iso(to_ts))
+    ratios = sorted(a["efficiencyRatio"] for a in raw.values() if a["efficiencyRatio"] is not None)
+    assert fleet["efficiencyPercentiles"]["p50"] == ratios[1]
+    assert fleet["asOf"]
+    ranking = client.get("/v1/analytics/vehicles", query_string={
+        "hours": 3, "to": iso(to_ts), "sort": "dcKwh", "order": "desc", "limit": 2}).get_json()
+    second = client.get("/v1/analytics/vehicles", query_string={
+        "hours": 3, "sort": "dcKwh", "order": "desc", "limit": 2, "cursor": ranking["next"]}).get_json()
+    rows = ranking["vehicles"] + second["vehicles"]
+    assert second["next"] is None
+    assert [r["vehicleId"] for r in rows] == sorted(raw, key=lambda v: (-raw[v]["dcKwh"], v))
+    for row in rows:
+        assert row == raw[row["vehicleId"]]
+
+
+def test_fleet_queries_are_checked(client, auth):
+    for path, query, parameter in (
+            ("/v1/analytics/fleet", {"hours": 0}, "hours"),
+            ("/v1/analytics/fleet", {"hours": 24 * 91}, "hours"),
+            ("/v1/analytics/fleet", {"to": "2026-01-01T10:30:00+00:00"}, "to"),
+            ("/v1/analytics/vehicles", {"sort": "soc"}, "sort"),
+            ("/v1/analytics/vehicles", {"limit": 1001}, "limit"),
+            ("/v1/analytics/vehicles", {"cursor": "forged.cursor"}, "cursor"),
+            ("/v1/devices/silent", {"kind": "toaster"}, "kind"),
+            ("/v1/devices/silent", {"kind": "vehicle", "for": "soon"}, "for"),
+            ("/v1/devices/silent", {"kind": "vehicle", "cursor": "x.y"}, "cursor")):
+        r = client.get(path, query_string=query)
+        assert r.status_code == 400, (path, query)
+        assert r.get_json()["parameter"] == parameter
+    device = auth.create_key(device="vehicle:v-1")
+    for path in ("/v1/analytics/fleet", "/v1/analytics/vehicles", "/v1/devices/silent?kind=vehicle"):
+        assert client.get(path, headers=auth.headers(device)).status_code == 403
+        assert client.get(path, headers={"Authorization": ""}).status_code == 401
+    ingest_only = auth.create_key(scopes=["ingest"])
+    assert client.get("/v1/analytics/fleet", headers=auth.headers(ingest_only)).status_code == 403
+
+
+def test_fleet_summary_reads_rollups_not_raw_history(db, settings):
+    to_ts = BASE
+    plan = "\n".join(r[0] for r in db.execute(
+        "EXPLAIN " + __import__("common.database", fromlist=["load_sql"]).load_sql("fleet/vehicles"),
+        {"from_ts": to_ts - timedelta(hours=24), "to_ts": to_ts}).fetchall())
+    assert "hourly_rollups" in plan
+    assert "meter_readings" not in plan and "vehicle_readings" not in plan
+
+
+def test_silent_devices_come_and_go(client, redis_client, settings):
+    now = datetime.now(UTC).replace(microsecond=0)
+    def send(vehicle_id, ts):
+        r = client.post("/v1/telemetry", json={"vehicleId": vehicle_id, "soc": 50.0, "kwhDeliveredDc": 1.0,
+                                               "batteryTemp": 20.0, "timestamp": iso(ts)})
+        assert r.status_code == 202
+    send("v-quiet", now - timedelta(minutes=30))
+    send("v-chatty", now - timedelta(minutes=1))
+    for i in range(5):
+        send(f"v-old-{i}", now - timedelta(hours=2, minutes=i))
+    body = client.get("/v1/devices/silent", query_string={"kind": "vehicle", "for": "15m"}).get_json()
+    ids = [d["id"] for d in body["devices"]]
+    assert ids == ["v-old-4", "v-old-3", "v-old-2", "v-old-1", "v-old-0", "v-quiet"]  # oldest first
+    assert body["devices"][-1] == {"id": "v-quiet", "kind": "vehicle",
+                                   "lastTimestamp": iso(now - timedelta(minutes=30))}
+    # Pages: every silent device once.
+    seen, cursor = [], None
+    while True:
+        page = client.get("/v1/devices/silent", query_string={"kind": "vehicle", "for": "15m", "limit": 2,
+                                                             **({"cursor": cursor} if cursor else {})}).get_json()
+        seen += [d["id"] for d in page["devices"]]
+        cursor = page["next"]
+        if not cursor:
+            break
+    assert seen == ids
+    # An old reading arriving late does not make it look alive; a new one does.
+    def silent_ids():
+        return [d["id"] for d in client.get("/v1/devices/silent?kind=vehicle&for=15m").get_json()["devices"]]
+    send("v-quiet", now - timedelta(minutes=40))
+    assert "v-quiet" in silent_ids()
+    send("v-quiet", now)
+    assert "v-quiet" not in silent_ids()
+    assert client.get("/v1/devices/silent?kind=meter").get_json()["devices"] == []
+    metrics_text = client.get("/metrics").get_data(as_text=True)
+    assert 'energy_devices_silent{kind="vehicle"} 5.0' in metrics_text

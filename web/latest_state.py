@@ -6,7 +6,18 @@ from collections.abc import Sequence
 
 import redis
 
-from common.streams import API_FIELDS, ID_FIELD, STREAM_KEY, Reading, epoch_micros, format_ts, latest_key
+from common.streams import (
+    API_FIELDS,
+    ID_FIELD,
+    METER,
+    STREAM_KEY,
+    VEHICLE,
+    Reading,
+    epoch_micros,
+    format_ts,
+    latest_key,
+    newest_key,
+)
 from web.redis_direct import DirectRedis
 
 # Each device's latest reading is a hash: ``_ts`` (epoch micros, for the forward-only compare),
@@ -40,10 +51,10 @@ if limit > 0 then
     return -left
   end
 end
-local n = #KEYS - 2
+local n = #KEYS - 4
 for i = 1, n do
-  local key = KEYS[i + 2]
-  local a = (i - 1) * 8 + 2
+  local key = KEYS[i + 4]
+  local a = (i - 1) * 9 + 2
   local kind = ARGV[a + 1]
   local ts = tonumber(ARGV[a + 2])
   local current = redis.call('HGET', key, '_ts')
@@ -58,6 +69,11 @@ for i = 1, n do
     end
   end
   redis.call('EXPIRE', key, ttl)
+  if kind == 'm' then
+    redis.call('ZADD', KEYS[3], 'GT', ARGV[a + 2], ARGV[a + 9])
+  else
+    redis.call('ZADD', KEYS[4], 'GT', ARGV[a + 2], ARGV[a + 9])
+  end
   redis.call('XADD', stream, '*', 'k', kind, 'r', ARGV[a + 8])
 end
 return n
@@ -141,6 +157,7 @@ class LatestStateStore:
         self.ttl_seconds = str(ttl_days * 86400)
         self.direct = DirectRedis(client)  # the hot path: one call per request
         self.stream_key = stream_key
+        self.newest_keys = (newest_key(METER), newest_key(VEHICLE))
         self._ingest = client.register_script(_INGEST_LUA)
         self._refill = client.register_script(_REFILL_LUA)
         self._get_many = client.register_script(_GET_MANY_LUA)
@@ -152,10 +169,10 @@ class LatestStateStore:
         is stored and the answer is minus the seconds until the window ends.
         """
         if counter is None:
-            keys = [self.stream_key, self.stream_key]  # the second is unused with limit 0
+            keys = [self.stream_key, self.stream_key, *self.newest_keys]  # the second is unused with limit 0
             args: list[str] = ["0", "0"]
         else:
-            keys = [self.stream_key, counter[0]]
+            keys = [self.stream_key, counter[0], *self.newest_keys]
             args = [str(counter[1]), str(counter[2])]
         for r in readings:
             # Hot path (every accepted reading): format the timestamp and values once. The row is
@@ -165,6 +182,7 @@ class LatestStateStore:
             keys.append(latest_key(r.kind, r.device_id))
             args += _hash_args(r, iso, values)
             args.append("\t".join((r.device_id, iso, *values)))
+            args.append(r.device_id)
         args.append(self.ttl_seconds)
         return int(self.direct.evalsha(self._ingest, keys, args))
 
