@@ -221,3 +221,47 @@ def vehicle_ranking():
                                      "to": format_ts(to_ts), "after": list(page[-1][0])}, key)
     return jsonify({"vehicles": [answer for _key, answer in page], "next": next_cursor,
                     "fromTs": format_ts(from_ts), "toTs": format_ts(to_ts), "asOf": as_of})
+
+
+class _PerStream(Schema):
+    meter = fields.Integer(required=True)
+    vehicle = fields.Integer(required=True)
+
+
+class _Percentiles(Schema):
+    p10 = fields.Float(required=True, allow_none=True)
+    p50 = fields.Float(required=True, allow_none=True)
+    p90 = fields.Float(required=True, allow_none=True)
+
+
+class FleetSchema(Schema):
+    """The fleet's figures over the whole hours (fromTs, toTs]."""
+
+    vehicles = fields.Integer(required=True, metadata={"description": "Mapped vehicles"})
+    meters = fields.Integer(required=True, metadata={"description": "Distinct meters mapped to a vehicle"})
+    windowHours = fields.Integer(required=True)
+    acKwh = fields.Float(required=True, metadata={"description": "AC energy of the mapped meters, each once"})
+    dcKwh = fields.Float(required=True)
+    efficiencyRatio = fields.Float(required=True, allow_none=True)
+    efficiencyPercentiles = fields.Nested(_Percentiles, required=True)
+    vehiclesWithEfficiency = fields.Integer(required=True)
+    avgBatteryTemp = fields.Float(required=True, allow_none=True)
+    counterResets = fields.Nested(_PerStream, required=True)
+    glitches = fields.Nested(_PerStream, required=True)
+    implausibleSteps = fields.Nested(_PerStream, required=True)
+    warnings = fields.Integer(required=True, metadata={"description": "Warnings of all vehicles' answers"})
+    vehiclesWithWarnings = fields.Integer(required=True)
+    fromTs = fields.String(required=True, metadata={"format": "date-time"})
+    toTs = fields.String(required=True, metadata={"format": "date-time"})
+    asOf = fields.String(required=True, metadata={"format": "date-time", "description": "Readings committed before "
+                                                  "this are in the figures"})
+
+
+class RankingSchema(Schema):
+    """A page of vehicles' performance, sorted."""
+
+    vehicles = fields.List(fields.Nested("PerformanceSchema"), required=True)
+    next = fields.String(required=True, allow_none=True)
+    fromTs = fields.String(required=True, metadata={"format": "date-time"})
+    toTs = fields.String(required=True, metadata={"format": "date-time"})
+    asOf = fields.String(required=True, metadata={"format": "date-time"})

@@ -104,3 +104,17 @@ def silent_devices():
         "silentForSeconds": seconds,
         "next": next_cursor,
     })
+
+
+class _SilentDevice(Schema):
+    id = fields.String(required=True)
+    kind = fields.String(required=True)
+    lastTimestamp = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class SilentPageSchema(Schema):
+    """A page of silent devices, oldest first."""
+
+    devices = fields.List(fields.Nested(_SilentDevice), required=True)
+    silentForSeconds = fields.Integer(required=True)
+    next = fields.String(required=True, allow_none=True)
