@@ -131,8 +131,16 @@ def fetch_window(conn: psycopg.Connection, params: dict) -> tuple[tuple, tuple]:
 def _round(value: float | None, places: int) -> float | None:
     if value is None:
         return None
+    value = float(value)
+    text = repr(value)
+    dot = text.find(".")
+    # Fast path: when the shortest repr has more than places + 1 decimals, no rounding boundary lies
+    # between it and the float's exact value (that boundary would be a shorter repr), so rounding the
+    # exact value (format) gives what rounding the repr does.
+    if dot >= 0 and "e" not in text and len(text) - dot - 1 > places + 1:
+        return float(f"{value:.{places}f}")
     # Through the shortest decimal repr so that 2.675 rounds to 2.68 as a person expects.
-    return float(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+    return float(Decimal(text).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
 
 
 def counter_warnings(stream: str, figure: str, resets: int, glitches: int, implausible: int) -> list[str]:
@@ -150,13 +158,10 @@ def counter_warnings(stream: str, figure: str, resets: int, glitches: int, impla
     return warnings
 
 
-def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, meter_row: tuple,
-              vehicle_row: tuple) -> dict:
-    """Turn the two query rows into the API answer."""
-    meter_id, ac_energy, meter_resets, meter_glitches, meter_implausible, meter_readings, meter_baseline = meter_row
-    dc_energy, vehicle_resets, vehicle_glitches, vehicle_implausible, vehicle_readings, vehicle_baseline, avg_temp = (
-        vehicle_row
-    )
+def figures(meter_row: tuple, vehicle_row: tuple) -> tuple[float, float, float | None, list[str]]:
+    """Return (acKwh, dcKwh, efficiencyRatio, warnings) of the two query rows, as the answer states them."""
+    _meter_id, ac_energy, meter_resets, meter_glitches, meter_implausible, *_ = meter_row
+    dc_energy, vehicle_resets, vehicle_glitches, vehicle_implausible, *_ = vehicle_row
     ac_kwh, dc_kwh = _round(ac_energy, 3), _round(dc_energy, 3)
     # The ratio of the reported (rounded) figures, so that a reader recomputing it gets the same.
     ratio = _round(dc_kwh / ac_kwh, 4) if ac_kwh else None
@@ -168,8 +173,21 @@ def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, m
         )
     if not ac_kwh and dc_kwh:
         warnings.append("dcKwh is above 0 while the meter drew no energy: check the mapping and the meter.")
-    warnings += counter_warnings("meter", "acKwh", meter_resets, meter_glitches, meter_implausible)
-    warnings += counter_warnings("vehicle", "dcKwh", vehicle_resets, vehicle_glitches, vehicle_implausible)
+    if meter_resets or meter_glitches or meter_implausible:
+        warnings += counter_warnings("meter", "acKwh", meter_resets, meter_glitches, meter_implausible)
+    if vehicle_resets or vehicle_glitches or vehicle_implausible:
+        warnings += counter_warnings("vehicle", "dcKwh", vehicle_resets, vehicle_glitches, vehicle_implausible)
+    return ac_kwh, dc_kwh, ratio, warnings
+
+
+def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, meter_row: tuple,
+              vehicle_row: tuple) -> dict:
+    """Turn the two query rows into the API answer."""
+    meter_id, _ac, meter_resets, meter_glitches, meter_implausible, meter_readings, meter_baseline = meter_row
+    _dc, vehicle_resets, vehicle_glitches, vehicle_implausible, vehicle_readings, vehicle_baseline, avg_temp = (
+        vehicle_row
+    )
+    ac_kwh, dc_kwh, ratio, warnings = figures(meter_row, vehicle_row)
     return {
         "vehicleId": vehicle_id,
         "meterId": meter_id,

@@ -20,7 +20,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 from common.database import load_sql, rollup_hour
 from common.streams import format_ts
 from web import db
-from web.analytics import DEFAULT_HOURS, _round, check_hours, summarize
+from web.analytics import DEFAULT_HOURS, _round, check_hours, figures, summarize
 from web.errors import ApiError
 from web.params import check_in_calendar, parse_query
 
@@ -29,8 +29,7 @@ bp = Blueprint("fleet", __name__)
 HOUR = timedelta(hours=1)
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-SORT_FIELDS = {"efficiency": "efficiencyRatio", "dcKwh": "dcKwh", "acKwh": "acKwh",
-               "avgBatteryTemp": "avgBatteryTemp"}
+SORT_FIELDS = ("efficiency", "dcKwh", "acKwh", "avgBatteryTemp")
 
 
 def _whole_hour(value: datetime | None) -> None:
@@ -61,7 +60,7 @@ class FleetQuerySchema(Schema):
 class RankingQuerySchema(FleetQuerySchema):
     """The query of GET /v1/analytics/vehicles."""
 
-    sort = fields.String(load_default="efficiency", validate=validate.OneOf(tuple(SORT_FIELDS)))
+    sort = fields.String(load_default="efficiency", validate=validate.OneOf(SORT_FIELDS))
     order = fields.String(load_default="asc", validate=validate.OneOf(("asc", "desc")))
     limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(min=1, max=MAX_PAGE))
     cursor = fields.String(load_default=None, validate=validate.Length(max=512))
@@ -79,23 +78,23 @@ def window(query: dict, settings) -> tuple[int, datetime, datetime]:
     return hours, to_ts - timedelta(hours=hours), to_ts
 
 
-def fleet_rows(hours: int, from_ts: datetime, to_ts: datetime) -> tuple[list[tuple[dict, tuple]], str]:
-    """Return every mapped vehicle's (answer, exact row) over the window, and asOf."""
+def fleet_rows(from_ts: datetime, to_ts: datetime) -> tuple[list[tuple], str]:
+    """Return every mapped vehicle's exact row over the window (sql/fleet/vehicles.sql), and asOf."""
     with db.connection() as conn, conn.pipeline():
         as_of = conn.execute(load_sql("fleet/as_of"))
         rows = conn.execute(load_sql("fleet/vehicles"), {"from_ts": from_ts, "to_ts": to_ts})
         as_of_ts = as_of.fetchone()[0]
         rows = rows.fetchall()
-    out = []
-    for row in rows:
-        (vehicle_id, meter_id, ac, m_resets, m_glitches, m_implausible, m_readings, m_baseline,
-         dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, temp_sum) = row
-        avg_temp = temp_sum / v_readings if v_readings else None
-        answer = summarize(vehicle_id, hours, from_ts, to_ts,
-                           (meter_id, float(ac), m_resets, m_glitches, m_implausible, m_readings, m_baseline),
-                           (float(dc), v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_temp))
-        out.append((answer, row))
-    return out, format_ts(as_of_ts)
+    return rows, format_ts(as_of_ts)
+
+
+def query_rows(row: tuple) -> tuple[tuple, tuple]:
+    """Split a fleet row into the (meter row, vehicle row) that web/analytics.py summarises."""
+    (_vehicle_id, meter_id, ac, m_resets, m_glitches, m_implausible, m_readings, m_baseline,
+     dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, temp_sum) = row
+    avg_temp = temp_sum / v_readings if v_readings else None
+    return ((meter_id, float(ac), m_resets, m_glitches, m_implausible, m_readings, m_baseline),
+            (float(dc), v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_temp))
 
 
 def percentile(sorted_values: list[float], share: float) -> float | None:
@@ -113,24 +112,25 @@ def fleet_summary():
     """Return the fleet's AC and DC energy, efficiency, its percentiles and counter events over the window."""
     settings = current_app.config["SETTINGS"]
     hours, from_ts, to_ts = window(parse_query(_fleet_schema), settings)
-    rows, as_of = fleet_rows(hours, from_ts, to_ts)
+    rows, as_of = fleet_rows(from_ts, to_ts)
     ac_by_meter: dict[str, tuple] = {}
     dc = temp_sum = Decimal(0)
     readings = 0
     counts = {"counterResets": {"meter": 0, "vehicle": 0}, "glitches": {"meter": 0, "vehicle": 0},
               "implausibleSteps": {"meter": 0, "vehicle": 0}}
     ratios, warnings, with_warnings = [], 0, 0
-    for answer, row in rows:
+    for row in rows:
+        _ac_kwh, _dc_kwh, ratio, vehicle_warnings = figures(*query_rows(row))
         ac_by_meter[row[1]] = row
         dc += row[8]
         readings += row[12]
         temp_sum += row[14]
         for name, index in (("counterResets", 9), ("glitches", 10), ("implausibleSteps", 11)):
             counts[name]["vehicle"] += row[index]
-        if answer["efficiencyRatio"] is not None:
-            ratios.append(answer["efficiencyRatio"])
-        warnings += len(answer["warnings"])
-        with_warnings += bool(answer["warnings"])
+        if ratio is not None:
+            ratios.append(ratio)
+        warnings += len(vehicle_warnings)
+        with_warnings += bool(vehicle_warnings)
     ac = sum((row[2] for row in ac_by_meter.values()), Decimal(0))
     for row in ac_by_meter.values():  # a meter feeding two vehicles counts once
         for name, index in (("counterResets", 3), ("glitches", 4), ("implausibleSteps", 5)):
@@ -182,11 +182,19 @@ def decode_cursor(cursor: str, key: bytes) -> dict:
         raise ApiError(400, "invalid_parameter", "cursor: Not a cursor of this query.", parameter="cursor") from None
 
 
-def _sort_key(answer: dict, field: str, descending: bool) -> tuple:
-    value = answer[field]
+def _sort_value(row: tuple, sort: str):
+    """Return the figure a ranking sorts by, as the vehicle's answer states it."""
+    if sort == "avgBatteryTemp":
+        return _round(float(row[14] / row[12]), 3) if row[12] else None
+    ac_kwh, dc_kwh, ratio, _warnings = figures(*query_rows(row))
+    return {"efficiency": ratio, "dcKwh": dc_kwh, "acKwh": ac_kwh}[sort]
+
+
+def _sort_key(row: tuple, sort: str, descending: bool) -> tuple:
+    value = _sort_value(row, sort)
     if value is None:
-        return (1, 0.0, answer["vehicleId"])  # no figure: last, whatever the order
-    return (0, -value if descending else value, answer["vehicleId"])
+        return (1, 0.0, row[0])  # no figure: last, whatever the order
+    return (0, -value if descending else value, row[0])
 
 
 @bp.get("/v1/analytics/vehicles")
@@ -209,9 +217,9 @@ def vehicle_ranking():
             raise ApiError(400, "invalid_parameter", "cursor: Not a cursor of this query.",
                            parameter="cursor") from None
     hours, from_ts, to_ts = window(query, settings)
-    rows, as_of = fleet_rows(hours, from_ts, to_ts)
-    field, descending = SORT_FIELDS[query["sort"]], query["order"] == "desc"
-    keyed = sorted(((_sort_key(answer, field, descending), answer) for answer, _row in rows), key=lambda p: p[0])
+    rows, as_of = fleet_rows(from_ts, to_ts)
+    descending = query["order"] == "desc"
+    keyed = sorted(((_sort_key(row, query["sort"], descending), row) for row in rows), key=lambda p: p[0])
     if after is not None:
         keyed = [p for p in keyed if p[0] > after]
     page = keyed[:query["limit"]]
@@ -219,7 +227,8 @@ def vehicle_ranking():
     if len(keyed) > query["limit"]:
         next_cursor = encode_cursor({"sort": query["sort"], "order": query["order"], "hours": hours,
                                      "to": format_ts(to_ts), "after": list(page[-1][0])}, key)
-    return jsonify({"vehicles": [answer for _key, answer in page], "next": next_cursor,
+    answers = [summarize(row[0], hours, from_ts, to_ts, *query_rows(row)) for _key, row in page]
+    return jsonify({"vehicles": answers, "next": next_cursor,
                     "fromTs": format_ts(from_ts), "toTs": format_ts(to_ts), "asOf": as_of})
 
 
