@@ -132,7 +132,7 @@ class Settings:
     rollup_poll_ms: int = 1000
     # A device is silent when its newest reading is older than this (GET /v1/devices/silent's default
     # and the energy_devices_silent gauge).
-    silent_after_seconds: int = 900
+    silent_after: int = 900
     # Signs the history API's page cursors; every web process must share it. Empty: derived from DATABASE_URL.
     cursor_secret: str = ""
     # auto: readable text with fields on a terminal, JSON lines otherwise (common/logging.py).
@@ -216,7 +216,7 @@ class Settings:
             rollup_batch_size=_int(env, "ROLLUP_BATCH_SIZE", d.rollup_batch_size, 1),
             rollup_job_seconds=_int(env, "ROLLUP_JOB_SECONDS", d.rollup_job_seconds, 1),
             rollup_poll_ms=_int(env, "ROLLUP_POLL_MS", d.rollup_poll_ms, 10),
-            silent_after_seconds=_duration(env, "SILENT_AFTER", d.silent_after_seconds),
+            silent_after=_duration(env, "SILENT_AFTER", d.silent_after),
             cursor_secret=env.get("CURSOR_SECRET") or d.cursor_secret,
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("auto", "json", "text")),
             log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),

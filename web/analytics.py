@@ -23,6 +23,8 @@ from web.params import check_device_id, check_in_calendar, parse_query
 bp = Blueprint("analytics", __name__)
 
 DEFAULT_HOURS = 24
+# The longest window with the default retention (90 days); check_hours() holds requests to the configured one.
+MAX_WINDOW_HOURS = 24 * Settings().retention_days
 
 
 class PerformanceQuerySchema(Schema):
@@ -33,7 +35,7 @@ class PerformanceQuerySchema(Schema):
 
     hours = fields.Integer(
         load_default=DEFAULT_HOURS,
-        validate=validate.Range(min=1),
+        validate=validate.Range(min=1, max=MAX_WINDOW_HOURS),
         metadata={"description": "Window length in hours, 1 .. RETENTION_DAYS x 24 (2160 by default)",
                   "default": DEFAULT_HOURS},
     )

@@ -20,7 +20,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 from common.database import load_sql, rollup_hour
 from common.streams import format_ts
 from web import db
-from web.analytics import DEFAULT_HOURS, _round, check_hours, figures, summarize
+from web.analytics import DEFAULT_HOURS, MAX_WINDOW_HOURS, _round, check_hours, figures, summarize
 from web.errors import ApiError
 from web.params import check_in_calendar, parse_query
 
@@ -45,7 +45,7 @@ class FleetQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    hours = fields.Integer(load_default=DEFAULT_HOURS, validate=validate.Range(min=1),
+    hours = fields.Integer(load_default=DEFAULT_HOURS, validate=validate.Range(min=1, max=MAX_WINDOW_HOURS),
                            metadata={"description": "Window length in whole hours, 1 .. RETENTION_DAYS x 24",
                                      "default": DEFAULT_HOURS})
     to = fields.AwareDateTime(format="iso", load_default=None, metadata={

@@ -266,7 +266,7 @@ class EngineCollector:
         )
         for name, help_text, value in gauges:
             yield GaugeMetricFamily(name, help_text, value=value)
-        silent_after = self.app.config["SETTINGS"].silent_after_seconds
+        silent_after = self.app.config["SETTINGS"].silent_after
         silent = GaugeMetricFamily("energy_devices_silent", f"Devices whose newest reading is older than "
                                    f"SILENT_AFTER ({silent_after} s), by kind.", labels=["kind"])
         for kind, kind_name in KIND_NAMES.items():

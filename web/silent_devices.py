@@ -60,7 +60,7 @@ def silent_devices():
     settings = current_app.config["SETTINGS"]
     query = parse_query(_schema)
     kind_name = query["kind"]
-    seconds = parse_duration(query["silent_for"]) if query["silent_for"] else settings.silent_after_seconds
+    seconds = parse_duration(query["silent_for"]) if query["silent_for"] else settings.silent_after
     key = newest_key(_KINDS[kind_name])
     client = current_app.extensions["redis"]
     cutoff = int((time.time() - seconds) * 1_000_000)
