@@ -60,6 +60,7 @@ def fetch_performance(conn: psycopg.Connection, vehicle_id: str, meter_id: str, 
             # Planning the window queries' partitions (two counter_steps() calls each) costs more than
             # running them: plan once per connection (prepared, generic; partitions pruned at executor start).
             conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            conn.execute("SET LOCAL jit = off")  # compiling plans over every partition costs more than running them
             pending = conn.execute(load_sql("analytics/pending_marks"), {"vehicle_id": vehicle_id,
                                                                          "meter_id": meter_id})
         meter_pending, vehicle_pending = pending.fetchone()
