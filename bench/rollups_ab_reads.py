@@ -42,10 +42,10 @@ for hours in (24, 720):
     for i in range(60):
         v = f"v{i % 5}"
         t = time.perf_counter()
-        fetch_window(conn, window_params(v, to - timedelta(hours=hours), to, s))
+        fetch_window(conn, window_params(v, 'm' + v[1:], to - timedelta(hours=hours), to, s))
         a.append(time.perf_counter() - t)
         t = time.perf_counter()
-        fetch_performance(conn, v, to - timedelta(hours=hours), to, s)
+        fetch_performance(conn, v, 'm' + v[1:], to - timedelta(hours=hours), to, s)
         b.append(time.perf_counter() - t)
     def q(x):
         return (round(statistics.median(x) * 1000, 2), round(statistics.quantiles(x, n=20)[18] * 1000, 2))

@@ -177,7 +177,7 @@ def test_citus_flavor_drops_expired_days_with_a_plain_detach(private_settings, m
     maintain_partitions(citus, today=TODAY)
     later = TODAY + timedelta(days=2)
     result = maintain_partitions(citus, today=later)
-    assert sorted(result["dropped"]) == sorted(f"{t}_{d:%Y%m%d}" for t in HISTORY_TABLES
+    assert sorted(result["dropped"]) == sorted(f"{t}_{d:%Y%m%d}" for t in PARTITIONED_TABLES
                                                for d in span(TODAY - timedelta(days=10), later - timedelta(days=11)))
     assert "partitions/detach" in used and "partitions/detach_concurrently" not in used
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:

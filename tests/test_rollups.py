@@ -23,7 +23,8 @@ PROFILE = hsettings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 def raw_answer(db, settings, vehicle_id, from_ts, to_ts) -> dict:
     """The per-vehicle answer computed from raw history alone (the judge)."""
-    meter_row, vehicle_row = fetch_window(db, window_params(vehicle_id, from_ts, to_ts, settings))
+    meter_id = db.execute("SELECT meter_id FROM vehicle_meter_map WHERE vehicle_id = %s", (vehicle_id,)).fetchone()[0]
+    meter_row, vehicle_row = fetch_window(db, window_params(vehicle_id, meter_id, from_ts, to_ts, settings))
     return summarize(vehicle_id, round((to_ts - from_ts) / timedelta(hours=1)), from_ts, to_ts, meter_row, vehicle_row)
 
 

@@ -80,12 +80,15 @@ def window(query: dict, settings) -> tuple[int, datetime, datetime]:
 
 def fleet_rows(from_ts: datetime, to_ts: datetime) -> tuple[list[tuple], str]:
     """Return every mapped vehicle's exact row over the window (sql/fleet/vehicles.sql), and asOf."""
-    with db.connection() as conn, conn.transaction(), conn.pipeline():
-        conn.execute("SET LOCAL jit = off")  # JIT compilation of the aggregation cost more than it saved
-        as_of = conn.execute(load_sql("fleet/as_of"))
-        rows = conn.execute(load_sql("fleet/vehicles"), {"from_ts": from_ts, "to_ts": to_ts})
-        as_of_ts = as_of.fetchone()[0]
-        rows = rows.fetchall()
+    def read(conn):
+        with conn.transaction(), conn.pipeline():
+            conn.execute("SET LOCAL jit = off")  # JIT compilation of the aggregation cost more than it saved
+            as_of = conn.execute(load_sql("fleet/as_of"))
+            rows = conn.execute(load_sql("fleet/vehicles"), {"from_ts": from_ts, "to_ts": to_ts})
+            return as_of.fetchone()[0], rows.fetchall()
+
+    # The replica when there is a current one (web/db.py): its rollups and marks are one consistent state.
+    as_of_ts, rows = db.run_read(read)
     return rows, format_ts(as_of_ts)
 
 
