@@ -42,7 +42,7 @@ migrate: $(RUN_STAMP)
 
 # Picks the servers, migrates, runs the Procfile's web, worker and scheduler under honcho, prints where things are.
 run: $(RUN_STAMP)
-	$(BIN)/python -m common.dev_stack web worker scheduler
+	$(BIN)/python -m common.dev_stack web worker rollups scheduler
 
 # A shell with the virtualenv first on PATH and DATABASE_URL/REDIS_URL of the last `make run`.
 shell: $(RUN_STAMP)

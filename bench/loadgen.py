@@ -235,7 +235,10 @@ async def run(spec: dict) -> dict:
         ended = time.perf_counter()
         stop.set()
         await progress
-    return summarize(stats, ended)
+    result = summarize(stats, ended)
+    if spec.get("keep_latencies"):  # bench/history_ab.py pools turns' latencies
+        result["latencies_ms"] = [round(v * 1000, 3) for v in stats.latencies]
+    return result
 
 
 def main() -> None:

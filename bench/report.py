@@ -91,10 +91,20 @@ def table_rows(results: dict) -> list[dict]:
 
     latency("drain_lag", "Drain lag at 20,000 devices/minute, p50 / p99", "p50", "p99", 1000)
     vs_floor("catch_up", "Catch-up drain of the backlog", copy_floor, "rows/s", 0.4)
+    if not unavailable("rollup_cpu_share", "Rollup maintenance CPU / drain CPU at steady load", "<= 15%"):
+        share = f["rollup_cpu_share"]["value"]
+        add("Rollup maintenance CPU / drain CPU at steady load", "n/a" if share is None else f"{share:.1%}",
+            target="<= 15%", met=None if share is None else share <= 0.15, note=f["rollup_cpu_share"].get("note", ""))
     latency("analytics", "Analytics, 24 h window, p50 / p95", "p50", "p95", 10)
     latency("history_page", "History, 1,000-reading page, p50 / p95", "p50", "p95", 10)
     latency("history_buckets", "History, 24 hourly buckets, p50 / p95", "p50", "p95", 15)
     latency("history_csv", "History, CSV of a day (1,440 rows), p50 / p95", "p50", "p95", 30)
+    if not unavailable("rollups_rebuild", "Rollups of the loaded day: rebuild"):
+        add("Rollups of the loaded day: rebuild", _num(f["rollups_rebuild"]["seconds"], "s"),
+            note=f["rollups_rebuild"].get("note", ""))
+    latency("fleet_summary", "Fleet summary, 24 h, p50 / p95", "p50", "p95", 50)
+    latency("fleet_ranking", "Fleet ranking, first page of 50, p50 / p95", "p50", "p95", 100)
+    latency("vehicle_30d", "One vehicle's 30-day performance, p50 / p95", "p50", "p95", 15)
     latency("latest_one", "Latest state, one vehicle, p50 / p99", "p50", "p99", 2)
     latency("latest_multi", "Latest state, 1,000 vehicles, p50 / p99", "p50", "p99", 20)
     for key, figure in (("rss_web", "Peak RSS, web (per process)"), ("rss_worker", "Peak RSS, worker (per process)")):

@@ -33,7 +33,7 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bench import fleet, history_phase, report
+from bench import fleet, fleet_analytics, history_phase, report
 from bench.dataset import load_history
 from bench.drain_monitor import LAG_MISREPORTS, LagMonitor, percentile, undrained
 from bench.floors import copy_floor
@@ -226,6 +226,8 @@ class Bench:
         self.processes.start("web", self.engine_command("web"))
         for _ in range(self.args.workers):
             self.processes.start("worker", self.engine_command("worker"))
+        # The rollup maintenance in its own process, so that its CPU is measured apart from the drain's.
+        self.processes.start("rollups", self.engine_command("rollups"))
         self.processes.start("scheduler", self.engine_command("scheduler"))
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz"), 60, "gunicorn to answer /healthz")
         self.wait_for_drains()
@@ -456,6 +458,8 @@ class Bench:
         log(f"== steady load: {2 * size.devices:,} devices once a minute ({rate:.0f} readings/s) for "
             f"{size.steady_s:g}s, drain lag from the stream's ids")
         monitor = LagMonitor(self.data, keys=self.keys).start()
+        cpu_before = self.processes.cpu_seconds()
+        backends = fleet_analytics.BackendCpu(self.database_url).start()
         self.rss.begin_mark("steady")
         result = self.loadgen("steady load", {
             "mode": "rate", "rate": rate, "duration": size.steady_s, "connections": 64,
@@ -465,6 +469,17 @@ class Bench:
         self.wait_drained("steady drain", 600)
         time.sleep(0.05)  # one more poll of the monitor after the last ack
         monitor.stop()
+        # Rollup maintenance at steady load against the drain: each side's process and Postgres backends.
+        time.sleep(2 * self.settings.rollup_poll_ms / 1000)  # let the last marks be folded
+        backend_cpu = backends.stop()
+        cpu_after = self.processes.cpu_seconds()
+        proc = {r: round(cpu_after.get(r, 0.0) - cpu_before.get(r, 0.0), 2) for r in ("worker", "rollups")}
+        drain_cpu = proc["worker"] + backend_cpu.get("energy-engine", 0.0)
+        rollup_cpu = proc["rollups"] + backend_cpu.get("energy-rollups", 0.0)
+        self.results["phases"]["rollup_cpu"] = {"process_s": proc, "backend_s": backend_cpu}
+        self.figure("rollup_cpu_share", value=round(rollup_cpu / drain_cpu, 3) if drain_cpu else None, unit="",
+                    note=f"rollups {rollup_cpu:.1f} s CPU (process {proc['rollups']} s) vs drain {drain_cpu:.1f} s "
+                         f"(process {proc['worker']} s), backends sampled by application_name")
         self.results["worker_rss_steady"] = self.rss.end_mark("steady").get("worker", 0)
         lags, missing = monitor.lags()
         ms = {f"p{q}": round(percentile(lags, q) * 1000, 1) if lags else None for q in (50, 90, 99)}
@@ -561,6 +576,8 @@ class Bench:
         loaded = load_history(self.database_url, size.history_devices, size.history_minutes, end=self.history_end)
         self.results["phases"]["history_load"] = loaded
         log(f"  loaded in {loaded['load_s']}s, vacuum analyze {loaded['vacuum_s']}s")
+        # The day's rollups before any read is measured (the rebuild, timed), as a deployment that upgraded would.
+        fleet_analytics.build(self, self.settings)
         rng = random.Random(3)
         sample = rng.sample(range(size.history_devices), min(size.analytics_vehicles, size.history_devices))
         for i in sample:
@@ -584,6 +601,8 @@ class Bench:
                     note=f"{rows:,} rows/stream loaded, {len(sample)} vehicles; " + _failures(result))
         log("== history API: pages, hourly buckets, CSV of a day")
         history_phase.run(self, self.history_end, sample)
+        log("== fleet analytics: fleet summary, ranking, 30-day window")
+        fleet_analytics.run(self, self.settings)
 
     def phase_latest(self) -> None:
         """Latest-state reads: one vehicle, and 1,000 vehicles in one request."""

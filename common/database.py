@@ -15,6 +15,9 @@ from common.settings import Settings
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 HISTORY_TABLES = ("meter_readings", "vehicle_readings")
+ROLLUP_TABLES = ("meter_hourly_rollups", "vehicle_hourly_rollups")
+# Every table partitioned by UTC day: partitions made ahead and dropped behind alike.
+PARTITIONED_TABLES = HISTORY_TABLES + ROLLUP_TABLES
 # Any constant works; it only has to be the same for every process that migrates.
 _MIGRATION_LOCK = 727_274_001
 
@@ -78,6 +81,11 @@ def apply_migrations(conn: psycopg.Connection) -> list[str]:
     return applied_now
 
 
+def rollup_hour(ts: datetime) -> datetime:
+    """Return the start of the hourly rollup bucket (h, h + 1 h] holding ``ts``, in UTC (rollup_hour() in SQL)."""
+    return (ts.astimezone(UTC) - timedelta(microseconds=1)).replace(minute=0, second=0, microsecond=0)
+
+
 def partition_window(settings: Settings, today: date | None = None) -> tuple[date, date]:
     """Return the first and last UTC day that must have a partition."""
     today = today or datetime.now(UTC).date()
@@ -85,11 +93,11 @@ def partition_window(settings: Settings, today: date | None = None) -> tuple[dat
 
 
 def ensure_partitions(conn: psycopg.Connection, settings: Settings, today: date | None = None) -> int:
-    """Create the daily partitions of both history tables for the retention window; return how many."""
+    """Create the daily partitions of the history and rollup tables for the retention window; return how many."""
     first, last = partition_window(settings, today)
     created = 0
     with conn.transaction():
-        for table in HISTORY_TABLES:
+        for table in PARTITIONED_TABLES:
             row = conn.execute("SELECT create_daily_partitions(%s::regclass, %s, %s)", (table, first, last)).fetchone()
             created += row[0]
     return created

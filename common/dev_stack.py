@@ -54,8 +54,8 @@ def banner(port: int, postgres: str, redis_source: str, env: dict[str, str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the Procfile's ``argv`` process types (default web, worker, scheduler) until Ctrl+C or SIGTERM."""
-    names = (sys.argv[1:] if argv is None else argv) or ["web", "worker", "scheduler"]
+    """Run the Procfile's ``argv`` process types (default web, worker, rollups, scheduler) until Ctrl+C or SIGTERM."""
+    names = (sys.argv[1:] if argv is None else argv) or ["web", "worker", "rollups", "scheduler"]
     try:
         choice = ensure_servers()
     except EmbeddedServerError as exc:

@@ -65,6 +65,28 @@ def _rate(env: dict[str, str], name: str, default: str) -> str:
 MAX_STREAM_SHARDS = 256
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(raw: str) -> int | None:
+    """Return a duration such as ``900``, ``90s``, ``15m``, ``2h`` or ``1d`` in seconds; None if it is not one."""
+    match = _DURATION.match(raw or "")
+    if not match:
+        return None
+    return int(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
+
+
+def _duration(env: dict[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    seconds = parse_duration(raw)
+    if not seconds:
+        raise SettingsError(f"{name} must be a positive duration such as 900, 90s, 15m or 2h, got {raw!r}")
+    return seconds
+
+
 def normalize_database_url(url: str) -> str:
     """Accept Heroku-style ``postgres://`` URLs as well as ``postgresql://``."""
     if url.startswith("postgres://"):
@@ -113,6 +135,14 @@ class Settings:
     # A depot's grid connection (several MW) and the fastest (megawatt) charging systems, with headroom.
     max_meter_power_kw: float = 10_000.0
     max_vehicle_power_kw: float = 4_000.0
+    # Hourly rollups (scheduler/rollups.py): marks taken per maintenance transaction, how long one
+    # job of the rollups worker runs, and how often it looks for new marks while it runs.
+    rollup_batch_size: int = 2000
+    rollup_job_seconds: int = 30
+    rollup_poll_ms: int = 1000
+    # A device is silent when its newest reading is older than this (GET /v1/devices/silent's default
+    # and the energy_devices_silent gauge).
+    silent_after: int = 900
     # Signs the history API's page cursors; every web process must share it. Empty: derived from DATABASE_URL.
     cursor_secret: str = ""
     # auto: readable text with fields on a terminal, JSON lines otherwise (common/logging.py).
@@ -197,6 +227,10 @@ class Settings:
             ),
             max_meter_power_kw=_float(env, "MAX_METER_POWER_KW", d.max_meter_power_kw, 0.001),
             max_vehicle_power_kw=_float(env, "MAX_VEHICLE_POWER_KW", d.max_vehicle_power_kw, 0.001),
+            rollup_batch_size=_int(env, "ROLLUP_BATCH_SIZE", d.rollup_batch_size, 1),
+            rollup_job_seconds=_int(env, "ROLLUP_JOB_SECONDS", d.rollup_job_seconds, 1),
+            rollup_poll_ms=_int(env, "ROLLUP_POLL_MS", d.rollup_poll_ms, 10),
+            silent_after=_duration(env, "SILENT_AFTER", d.silent_after),
             cursor_secret=env.get("CURSOR_SECRET") or d.cursor_secret,
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("auto", "json", "text")),
             log_level=_choice(env, "LOG_LEVEL", d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),

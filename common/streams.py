@@ -113,6 +113,17 @@ class KeySpace:
         shard = self.shard_of(kind, device_id) if shard is None else shard
         return f"{self._prefix('latest', shard)}:{KIND_NAMES[kind]}:{device_id}"
 
+    def newest(self, kind: str, shard: int) -> str:
+        """Return the sorted set of ``shard``'s devices of a kind, scored by their newest reading (epoch micros).
+
+        The ingest script moves a score forward only; silent devices are one range query per shard.
+        """
+        return f"{self._prefix('newest', shard)}:{KIND_NAMES[kind]}"
+
+    def all_newest(self, kind: str) -> list[str]:
+        """Return every shard's newest-reading set of a kind, in shard order."""
+        return [self.newest(kind, shard) for shard in range(self.shards)]
+
     def all_streams(self) -> list[str]:
         """Return every shard's stream, in shard order."""
         return [self.stream(shard) for shard in range(self.shards)]
@@ -197,12 +208,12 @@ def parse_copy_row(kind: str, row: str | bytes) -> dict:
 # A latest hash holds ``_ts`` (epoch micros, for the forward-only compare), ``timestamp``, the
 # values as the API names them, and ``json``, the whole API answer, rendered once at write time.
 # Per reading a script takes: kind, epoch micros, ISO timestamp, the kind's values (as many as
-# API_FIELDS says), the JSON answer.
+# API_FIELDS says), the JSON answer, the device id.
 
 
 def reading_arg_count(kind: str) -> int:
     """Return how many script arguments describe one reading of ``kind``."""
-    return 4 + len(API_FIELDS[kind])
+    return 5 + len(API_FIELDS[kind])
 
 
 def _hset_branches(indent: str) -> str:
@@ -227,11 +238,15 @@ def _hset_branches(indent: str) -> str:
 # (web/rate_limit.py), so ingest and the other routes share one count per key. Over the limit the
 # script writes nothing and returns minus the seconds until the window ends. ARGV[3] is the
 # hashes' time to live (LATEST_TTL_DAYS, refreshed by every reading of the device), ARGV[4] the
-# number of shard groups. Each group: its stream among the KEYS, then its readings' hashes; in
-# ARGV its reading count, its meter rows, its vehicle rows (COPY text, empty when none), then the
-# readings' arguments. Per reading the hash moves forward only when the reading is strictly newer;
-# then the group's rows become one stream entry. Everything in one script: an accepted reading is
+# number of shard groups. Each group: its stream and its newest-reading sets (one a kind, in KINDS
+# order) among the KEYS, then its readings' hashes; in ARGV its reading count, its meter rows, its
+# vehicle rows (COPY text, empty when none), then the readings' arguments. Per reading the hash
+# moves forward only when the reading is strictly newer, and so does the device's score in its
+# kind's newest-reading set (ZADD GT: an old reading arriving late does not make a silent device
+# look alive); then the group's rows become one stream entry. Everything in one script: an accepted reading is
 # always in the stream, there is no state where Redis took one half and not the other.
+_NEWEST_MAP = "{" + ", ".join(f"{kind} = KEYS[k + {i + 1}]" for i, kind in enumerate(KINDS)) + "}"
+
 INGEST_LUA = f"""
 local limit = tonumber(ARGV[1])
 if limit > 0 then
@@ -249,6 +264,8 @@ local taken = 0
 for g = 1, tonumber(ARGV[4]) do
   k = k + 1
   local stream = KEYS[k]
+  local newest = {_NEWEST_MAP}
+  k = k + {len(KINDS)}
   local n = tonumber(ARGV[a + 1])
   local meters, vehicles = ARGV[a + 2], ARGV[a + 3]
   a = a + 3
@@ -263,6 +280,7 @@ for g = 1, tonumber(ARGV[4]) do
     local size
 {_hset_branches("    ")}
     redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', newest[kind], 'GT', ARGV[a + 1], ARGV[a + size - 1])
     a = a + size - 1
   end
   if meters ~= '' and vehicles ~= '' then
@@ -280,14 +298,16 @@ return taken
 # Refill hashes from Postgres (a read that missed, or a rebuild after Redis lost its data) with the
 # same rule as ingest: a hash only moves forward in time, so a refill never overwrites a newer
 # reading that arrived meanwhile. (The same reading again is written only to add a missing
-# ``json`` field, to a hash written before that field existed.) KEYS[i] is the hash of reading i;
-# ARGV[1] the time to live, then each reading's arguments. Returns how many hashes it wrote.
+# ``json`` field, to a hash written before that field existed.) KEYS[2i-1] is the hash of reading
+# i and KEYS[2i] its kind's newest-reading set in its shard (moved forward only, as ingest does, so
+# a rebuild after Redis lost its data brings silent devices back too); ARGV[1] the time to live,
+# then each reading's arguments. Returns how many hashes it wrote.
 REFILL_LUA = f"""
 local moved = 0
 local ttl = ARGV[1]
 local a = 1
-for i = 1, #KEYS do
-  local key = KEYS[i]
+for i = 1, #KEYS / 2 do
+  local key = KEYS[2 * i - 1]
   local kind = ARGV[a + 1]
   a = a + 1
   local ts = tonumber(ARGV[a + 1])
@@ -298,6 +318,7 @@ for i = 1, #KEYS do
 {_hset_branches("  ")}
   if move then moved = moved + 1 end
   redis.call('EXPIRE', key, ttl)
+  redis.call('ZADD', KEYS[2 * i], 'GT', ARGV[a + 1], ARGV[a + size - 1])
   a = a + size - 1
 end
 return moved

@@ -9,6 +9,7 @@ draining: the next one will do.
 from rq import cron
 
 from scheduler.jobs import maintain_partitions, reclaim_stale_entries, trim_stream
+from scheduler.rollups import ROLLUPS_QUEUE, maintain_rollups
 from workers.drain_slots import MAINTENANCE_QUEUE, ensure_drain_jobs
 
 # Restart any drain slot whose job was lost.
@@ -22,3 +23,7 @@ cron.register(reclaim_stale_entries, MAINTENANCE_QUEUE, interval=30, ttl=60, job
 
 # Acknowledged entries out of Redis memory.
 cron.register(trim_stream, MAINTENANCE_QUEUE, interval=10, ttl=30, job_timeout=120, result_ttl=600)
+
+# Hourly rollups: each job folds dirty marks for ROLLUP_JOB_SECONDS (30), polling every ROLLUP_POLL_MS,
+# on the rollups worker's own queue (never on the drain's workers). A second job at once is safe.
+cron.register(maintain_rollups, ROLLUPS_QUEUE, interval=30, ttl=30, job_timeout=300, result_ttl=600)

@@ -16,7 +16,7 @@ from datetime import date
 import psycopg
 from psycopg import sql
 
-from common.database import HISTORY_TABLES, connect, ensure_partitions, load_sql, partition_window
+from common.database import PARTITIONED_TABLES, connect, ensure_partitions, load_sql, partition_window
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def drop_expired_partitions(settings: Settings, today: date | None = None) -> li
             return dropped
         try:
             conn.execute(f"SET lock_timeout = '{_LOCK_TIMEOUT}'")
-            for table in HISTORY_TABLES:
+            for table in PARTITIONED_TABLES:
                 for partition, day, state in expired_partitions(conn, table, keep_from):
                     try:
                         if state == "attached":

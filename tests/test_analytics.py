@@ -208,7 +208,7 @@ def test_unmapped_vehicle_is_404_json(client):
     ("query", "parameter"),
     [
         ("hours=0", "hours"),
-        ("hours=169", "hours"),
+        ("hours=2161", "hours"),  # beyond the retention period (90 days)
         ("hours=1.5", "hours"),
         ("hours=abc", "hours"),
         ("hours=", "hours"),

@@ -10,7 +10,7 @@ import yaml
 
 from tests.processes import ROOT, procfile_commands
 
-APP_SERVICES = {"release", "web", "worker", "scheduler"}
+APP_SERVICES = {"release", "web", "worker", "rollups", "scheduler"}
 
 
 @pytest.fixture(scope="module")

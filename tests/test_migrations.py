@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
-from common.database import apply_migrations, ensure_partitions, migration_files, partition_window
+from common.database import PARTITIONED_TABLES, apply_migrations, ensure_partitions, migration_files, partition_window
 
 
 def partitions(conn, table):
@@ -32,7 +32,7 @@ def test_ensure_partitions_is_idempotent_and_extends_with_the_date(settings, db)
     with psycopg.connect(settings.database_url) as conn:
         assert ensure_partitions(conn, settings) == 0
         future_today = datetime.now(UTC).date() + timedelta(days=3)
-        assert ensure_partitions(conn, settings, today=future_today) == 2 * 3
+        assert ensure_partitions(conn, settings, today=future_today) == len(PARTITIONED_TABLES) * 3
     assert f"meter_readings_{future_today + timedelta(days=settings.partition_premake_days):%Y%m%d}" in partitions(
         db, "meter_readings"
     )

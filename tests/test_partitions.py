@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from common.database import HISTORY_TABLES, release
+from common.database import PARTITIONED_TABLES, release
 from scheduler.partitions import drop_expired_partitions, expired_partitions, maintain_partitions
 
 TODAY = date(2031, 3, 15)  # far from the real today, so that the window is the fake one only
@@ -43,13 +43,13 @@ def span(first: date, last: date) -> list[date]:
 
 def test_partitions_are_created_ahead_and_dropped_behind_as_days_pass(private_settings):
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:
-        made_by_release = {f"{t}_{d:%Y%m%d}" for t in HISTORY_TABLES for d in days(conn, t)}
+        made_by_release = {f"{t}_{d:%Y%m%d}" for t in PARTITIONED_TABLES for d in days(conn, t)}
     first_run = maintain_partitions(private_settings, today=TODAY)
     # The release step made the real today's window: years before the fake today, so all of it goes.
     assert set(first_run["dropped"]) == made_by_release
-    assert first_run["created"] == 2 * 14
+    assert first_run["created"] == len(PARTITIONED_TABLES) * 14
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:
-        for table in HISTORY_TABLES:
+        for table in PARTITIONED_TABLES:
             assert days(conn, table) == span(TODAY - timedelta(days=10), TODAY + timedelta(days=3))
         conn.execute("INSERT INTO meter_readings VALUES ('m1', %s, 1, 230), ('m1', %s, 2, 230)",
                      (f"{TODAY - timedelta(days=10)}T12:00:00Z", f"{TODAY}T12:00:00Z"))
@@ -57,11 +57,12 @@ def test_partitions_are_created_ahead_and_dropped_behind_as_days_pass(private_se
     later = TODAY + timedelta(days=5)
     result = maintain_partitions(private_settings, today=later)
 
-    assert result["created"] == 2 * 5
+    assert result["created"] == len(PARTITIONED_TABLES) * 5
     assert sorted(result["dropped"]) == sorted(
-        f"{t}_{d:%Y%m%d}" for t in HISTORY_TABLES for d in span(TODAY - timedelta(days=10), later - timedelta(days=11)))
+        f"{t}_{d:%Y%m%d}" for t in PARTITIONED_TABLES
+        for d in span(TODAY - timedelta(days=10), later - timedelta(days=11)))
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:
-        for table in HISTORY_TABLES:
+        for table in PARTITIONED_TABLES:
             assert days(conn, table) == span(later - timedelta(days=10), later + timedelta(days=3))
         # The day that fell out of the window went whole; the kept day kept its row. No DELETE ran.
         assert conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0] == 1
@@ -98,11 +99,11 @@ def test_two_runs_at_once_end_in_the_same_state_without_errors(private_settings)
     for t in threads:
         t.join(120)
     assert errors == []
-    assert sum(r["created"] for r in results) == 2 * 4
+    assert sum(r["created"] for r in results) == len(PARTITIONED_TABLES) * 4
     dropped = [p for r in results for p in r["dropped"]]
-    assert len(dropped) == len(set(dropped)) == 2 * 4  # every expired day dropped exactly once
+    assert len(dropped) == len(set(dropped)) == len(PARTITIONED_TABLES) * 4  # every expired day dropped exactly once
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:
-        for table in HISTORY_TABLES:
+        for table in PARTITIONED_TABLES:
             assert days(conn, table)[0] == later - timedelta(days=10)
             assert days(conn, table)[-1] >= later + timedelta(days=3)
 
@@ -113,13 +114,15 @@ def test_an_interrupted_detach_and_a_detached_table_are_finished_by_the_next_run
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:
         # A run that detached a partition and died before dropping it.
         conn.execute(f"ALTER TABLE vehicle_readings DETACH PARTITION vehicle_readings_{old:%Y%m%d}")
-        states = {row[0]: row[2] for table in HISTORY_TABLES
+        states = {row[0]: row[2] for table in PARTITIONED_TABLES
                   for row in expired_partitions(conn, table, TODAY - timedelta(days=9))}
-        assert states == {f"meter_readings_{old:%Y%m%d}": "attached", f"vehicle_readings_{old:%Y%m%d}": "detached"}
+        assert states == {f"meter_readings_{old:%Y%m%d}": "attached", f"vehicle_readings_{old:%Y%m%d}": "detached",
+                          f"meter_hourly_rollups_{old:%Y%m%d}": "attached",
+                          f"vehicle_hourly_rollups_{old:%Y%m%d}": "attached"}
 
     dropped = drop_expired_partitions(private_settings, today=TODAY + timedelta(days=1))
 
-    assert sorted(dropped) == [f"meter_readings_{old:%Y%m%d}", f"vehicle_readings_{old:%Y%m%d}"]
+    assert sorted(dropped) == sorted(f"{t}_{old:%Y%m%d}" for t in PARTITIONED_TABLES)
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass(%s)", (f"vehicle_readings_{old:%Y%m%d}",)).fetchone()[0] is None
 
@@ -147,7 +150,7 @@ def test_writes_keep_flowing_while_a_day_is_dropped(private_settings):
         writer.commit()
         runner.join(60)
     assert not runner.is_alive()
-    assert len(dropped) == 2
+    assert len(dropped) == len(PARTITIONED_TABLES)
     with psycopg.connect(private_settings.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0] == 2
 
@@ -174,7 +177,7 @@ def test_citus_flavor_drops_expired_days_with_a_plain_detach(private_settings, m
     maintain_partitions(citus, today=TODAY)
     later = TODAY + timedelta(days=2)
     result = maintain_partitions(citus, today=later)
-    assert sorted(result["dropped"]) == sorted(f"{t}_{d:%Y%m%d}" for t in HISTORY_TABLES
+    assert sorted(result["dropped"]) == sorted(f"{t}_{d:%Y%m%d}" for t in PARTITIONED_TABLES
                                                for d in span(TODAY - timedelta(days=10), later - timedelta(days=11)))
     assert "partitions/detach" in used and "partitions/detach_concurrently" not in used
     with psycopg.connect(private_settings.database_url, autocommit=True) as conn:

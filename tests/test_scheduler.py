@@ -17,6 +17,7 @@ from common.redis_clients import rq_client
 from common.streams import CONSUMER_GROUP, STREAM_KEY
 from scheduler import jobs
 from scheduler.__main__ import build_scheduler, run
+from scheduler.rollups import ROLLUPS_QUEUE
 from tests.conftest import meter
 from workers.drain_slots import MAINTENANCE_QUEUE
 
@@ -26,6 +27,8 @@ EXPECTED = {
     "scheduler.jobs.reclaim_stale_entries": 30,
     "scheduler.jobs.trim_stream": 10,
 }
+# The rollup maintenance runs on its own queue (the rollups worker), never on the drain's workers.
+ROLLUP_JOBS = {"scheduler.rollups.maintain_rollups": 30}
 
 
 @pytest.fixture
@@ -40,8 +43,10 @@ def job_env(monkeypatch, settings):
 def test_every_maintenance_job_is_scheduled_on_an_interval_so_no_time_zone_matters():
     scheduler = build_scheduler(fakeredis.FakeRedis())
     jobs_by_name = {job.func_name: job for job in scheduler.get_jobs()}
-    assert {name: job.interval for name, job in jobs_by_name.items()} == EXPECTED
-    assert all(job.cron is None and job.queue_name == MAINTENANCE_QUEUE for job in jobs_by_name.values())
+    assert {name: job.interval for name, job in jobs_by_name.items()} == EXPECTED | ROLLUP_JOBS
+    assert all(job.cron is None for job in jobs_by_name.values())
+    assert {job.queue_name for name, job in jobs_by_name.items() if name in EXPECTED} == {MAINTENANCE_QUEUE}
+    assert jobs_by_name["scheduler.rollups.maintain_rollups"].queue_name == ROLLUPS_QUEUE
 
 
 def test_the_loop_enqueues_the_jobs_and_stops_when_asked(settings, redis_client):

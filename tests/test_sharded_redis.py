@@ -118,6 +118,45 @@ def test_lost_hashes_are_refilled_from_postgres_in_their_shards(client, db, redi
     assert all(redis_client.exists(redis_keys.latest(VEHICLE, f"v-{i}")) for i in range(20))
 
 
+def test_silent_devices_merge_every_shard_in_time_then_id_order(client, redis_client, redis_keys):
+    # 20 vehicles silent for 20 to 39 minutes (two share each minute), 5 that just reported.
+    silent = [vehicle(f"v-{i:02d}", ts=minutes_ago(20 + i // 2)) for i in range(20)]
+    alive = [vehicle(f"v-live-{i}", ts=minutes_ago(0.5)) for i in range(5)]
+    assert client.post("/v1/telemetry", json=silent + alive).status_code == 202
+    # A late, older reading of a live vehicle does not make it look silent, nor a silent one alive.
+    assert client.post("/v1/telemetry", json=[vehicle("v-live-0", ts=minutes_ago(50))]).status_code == 202
+    if redis_keys.shards > 1:
+        assert sum(1 for key in redis_keys.all_newest(VEHICLE) if redis_client.exists(key)) > 1
+    pages, cursor = [], None
+    while True:
+        query = {"kind": "vehicle", "for": "15m", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        body = client.get("/v1/devices/silent", query_string=query).get_json()
+        pages.append([d["id"] for d in body["devices"]])
+        cursor = body["next"]
+        if cursor is None:
+            break
+    got = [device for page in pages for device in page]
+    oldest_first = sorted(silent, key=lambda r: (r["timestamp"], r["vehicleId"]))
+    assert got == [r["vehicleId"] for r in oldest_first]
+    assert all(len(page) == 3 for page in pages[:-1])
+    metrics_text = client.get("/metrics").get_data(as_text=True)
+    assert 'energy_devices_silent{kind="vehicle"} 20.0' in metrics_text
+
+
+def test_a_refill_brings_back_the_newest_reading_sets(client, db, redis_client, redis_keys, drainer):
+    quiet = [vehicle(f"v-{i}", ts=minutes_ago(30)) for i in range(10)]
+    assert client.post("/v1/telemetry", json=quiet).status_code == 202
+    drain_everything(drainer, redis_client, redis_keys)
+    for i in range(10):  # Redis lost its data
+        redis_client.delete(redis_keys.latest(VEHICLE, f"v-{i}"))
+    for key in redis_keys.all_newest(VEHICLE):
+        redis_client.delete(key)
+    body = client.get("/v1/vehicles/latest?ids=" + ",".join(f"v-{i}" for i in range(10))).get_json()
+    assert len(body["vehicles"]) == 10  # read from Postgres, refilled into Redis
+    silent = client.get("/v1/devices/silent?kind=vehicle&for=15m").get_json()["devices"]
+    assert sorted(d["id"] for d in silent) == sorted(f"v-{i}" for i in range(10))
+
+
 def test_a_dead_consumers_entries_are_reclaimed_in_every_shard(settings, client, db, redis_client, redis_keys):
     for i in range(10):
         assert client.post("/v1/telemetry", json=[meter(f"m-{i}-{j}") for j in range(10)]).status_code == 202

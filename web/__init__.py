@@ -58,12 +58,14 @@ def build_app_without_access_control(settings: Settings | None = None) -> Flask:
     app.register_blueprint(telemetry.bp)
     app.register_blueprint(latest.bp)
 
-    from web import analytics, conflicts, dashboard, db, history, keys, mappings, openapi
+    from web import analytics, conflicts, dashboard, db, fleet, history, keys, mappings, openapi, silent_devices
 
     db.init_app(app)  # the Postgres pool opens lazily, per process, on first use
     keys.init_app(app)  # /v1/keys and the `keys` CLI
     app.register_blueprint(mappings.bp)
     app.register_blueprint(analytics.bp)
+    app.register_blueprint(fleet.bp)
+    app.register_blueprint(silent_devices.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(conflicts.bp)
     openapi.init_app(app)  # /openapi.json and /docs

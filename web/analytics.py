@@ -1,4 +1,8 @@
-"""GET /v1/analytics/performance/<vehicleId>: AC vs DC energy, efficiency and battery temperature over a window."""
+"""GET /v1/analytics/performance/<vehicleId>: AC vs DC energy, efficiency and battery temperature over a window.
+
+Windows up to the retention period: the whole hours come from the hourly rollups, the edges from raw
+history (web/rollup_reads.py), so the answer equals the raw computation (fetch_window) exactly.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,15 @@ from marshmallow import EXCLUDE, Schema, fields, validate, validates
 from common.database import load_sql
 from common.settings import Settings
 from common.streams import format_ts
-from web import db
+from web import db, rollup_reads
 from web.errors import ApiError
 from web.params import check_device_id, check_in_calendar, parse_query
 
 bp = Blueprint("analytics", __name__)
 
 DEFAULT_HOURS = 24
-MAX_HOURS = 168
+# The longest window with the default retention (90 days); check_hours() holds requests to the configured one.
+MAX_WINDOW_HOURS = 24 * Settings().retention_days
 
 
 class PerformanceQuerySchema(Schema):
@@ -30,8 +35,9 @@ class PerformanceQuerySchema(Schema):
 
     hours = fields.Integer(
         load_default=DEFAULT_HOURS,
-        validate=validate.Range(min=1, max=MAX_HOURS),
-        metadata={"description": f"Window length in hours, 1..{MAX_HOURS}", "default": DEFAULT_HOURS},
+        validate=validate.Range(min=1, max=MAX_WINDOW_HOURS),
+        metadata={"description": "Window length in hours, 1 .. RETENTION_DAYS x 24 (2160 by default)",
+                  "default": DEFAULT_HOURS},
     )
     to = fields.AwareDateTime(
         format="iso",
@@ -105,8 +111,19 @@ def window_params(vehicle_id: str, meter_id: str, from_ts: datetime, to_ts: date
             "max_meter_power_kw": settings.max_meter_power_kw, "max_vehicle_power_kw": settings.max_vehicle_power_kw}
 
 
+def check_hours(hours: int, settings: Settings) -> None:
+    """Raise a 400 naming ``hours`` when the window reaches beyond the retention period."""
+    most = settings.retention_days * 24
+    if hours > most:
+        raise ApiError(400, "invalid_parameter",
+                       f"hours: Must be less than or equal to {most} (the retention period).", parameter="hours")
+
+
 def fetch_window(conn: psycopg.Connection, params: dict) -> tuple[tuple, tuple]:
-    """Run both streams' queries in one pipeline (one network round trip); return their rows."""
+    """Compute the window from raw history alone, both streams in one pipeline; return their rows.
+
+    The reference the rollup reads are held to (tests); the endpoint reads web/rollup_reads.py.
+    """
     with conn.pipeline():
         meter = conn.execute(load_sql("analytics/meter_energy"), params)
         vehicle = conn.execute(load_sql("analytics/vehicle_energy"), params)
@@ -116,8 +133,16 @@ def fetch_window(conn: psycopg.Connection, params: dict) -> tuple[tuple, tuple]:
 def _round(value: float | None, places: int) -> float | None:
     if value is None:
         return None
+    value = float(value)
+    text = repr(value)
+    dot = text.find(".")
+    # Fast path: when the shortest repr has more than places + 1 decimals, no rounding boundary lies
+    # between it and the float's exact value (that boundary would be a shorter repr), so rounding the
+    # exact value (format) gives what rounding the repr does.
+    if dot >= 0 and "e" not in text and len(text) - dot - 1 > places + 1:
+        return float(f"{value:.{places}f}")
     # Through the shortest decimal repr so that 2.675 rounds to 2.68 as a person expects.
-    return float(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+    return float(Decimal(text).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
 
 
 def counter_warnings(stream: str, figure: str, resets: int, glitches: int, implausible: int) -> list[str]:
@@ -135,13 +160,10 @@ def counter_warnings(stream: str, figure: str, resets: int, glitches: int, impla
     return warnings
 
 
-def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, meter_row: tuple,
-              vehicle_row: tuple) -> dict:
-    """Turn the two query rows into the API answer."""
-    meter_id, ac_energy, meter_resets, meter_glitches, meter_implausible, meter_readings, meter_baseline = meter_row
-    dc_energy, vehicle_resets, vehicle_glitches, vehicle_implausible, vehicle_readings, vehicle_baseline, avg_temp = (
-        vehicle_row
-    )
+def figures(meter_row: tuple, vehicle_row: tuple) -> tuple[float, float, float | None, list[str]]:
+    """Return (acKwh, dcKwh, efficiencyRatio, warnings) of the two query rows, as the answer states them."""
+    _meter_id, ac_energy, meter_resets, meter_glitches, meter_implausible, *_ = meter_row
+    dc_energy, vehicle_resets, vehicle_glitches, vehicle_implausible, *_ = vehicle_row
     ac_kwh, dc_kwh = _round(ac_energy, 3), _round(dc_energy, 3)
     # The ratio of the reported (rounded) figures, so that a reader recomputing it gets the same.
     ratio = _round(dc_kwh / ac_kwh, 4) if ac_kwh else None
@@ -153,8 +175,21 @@ def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, m
         )
     if not ac_kwh and dc_kwh:
         warnings.append("dcKwh is above 0 while the meter drew no energy: check the mapping and the meter.")
-    warnings += counter_warnings("meter", "acKwh", meter_resets, meter_glitches, meter_implausible)
-    warnings += counter_warnings("vehicle", "dcKwh", vehicle_resets, vehicle_glitches, vehicle_implausible)
+    if meter_resets or meter_glitches or meter_implausible:
+        warnings += counter_warnings("meter", "acKwh", meter_resets, meter_glitches, meter_implausible)
+    if vehicle_resets or vehicle_glitches or vehicle_implausible:
+        warnings += counter_warnings("vehicle", "dcKwh", vehicle_resets, vehicle_glitches, vehicle_implausible)
+    return ac_kwh, dc_kwh, ratio, warnings
+
+
+def summarize(vehicle_id: str, hours: int, from_ts: datetime, to_ts: datetime, meter_row: tuple,
+              vehicle_row: tuple) -> dict:
+    """Turn the two query rows into the API answer."""
+    meter_id, _ac, meter_resets, meter_glitches, meter_implausible, meter_readings, meter_baseline = meter_row
+    _dc, vehicle_resets, vehicle_glitches, vehicle_implausible, vehicle_readings, vehicle_baseline, avg_temp = (
+        vehicle_row
+    )
+    ac_kwh, dc_kwh, ratio, warnings = figures(meter_row, vehicle_row)
     return {
         "vehicleId": vehicle_id,
         "meterId": meter_id,
@@ -182,7 +217,9 @@ def performance(vehicle_id: str):
     """Return the vehicle's AC/DC energy, efficiency and mean battery temperature over the window."""
     check_device_id("vehicleId", vehicle_id)
     query = parse_query(_query_schema)
+    settings = current_app.config["SETTINGS"]
     hours = query["hours"]
+    check_hours(hours, settings)
     to_ts = (query["to"] or datetime.now(UTC)).astimezone(UTC)
     from_ts = to_ts - timedelta(hours=hours)
     # The mapping from the primary (a mapping created a moment ago counts), the readings from read_pool().
@@ -190,6 +227,6 @@ def performance(vehicle_id: str):
         mapping = conn.execute(load_sql("mappings/by_vehicle"), {"vehicle_id": vehicle_id}).fetchone()
     if mapping is None:
         raise ApiError(404, "not_found", f"Vehicle {vehicle_id!r} has no mapping to a meter.")
-    params = window_params(vehicle_id, mapping[1], from_ts, to_ts, current_app.config["SETTINGS"])
-    meter_row, vehicle_row = db.run_read(lambda conn: fetch_window(conn, params))
+    meter_row, vehicle_row = db.run_read(
+        lambda conn: rollup_reads.fetch_performance(conn, vehicle_id, mapping[1], from_ts, to_ts, settings))
     return jsonify(summarize(vehicle_id, hours, from_ts, to_ts, meter_row, vehicle_row))

@@ -1,8 +1,9 @@
-"""Flask CLI commands for operators: ``flask --app web migrate``, ``flask --app web rebuild-latest``."""
+"""Flask CLI commands for operators: ``migrate``, ``rebuild-latest``, ``rollups rebuild`` (``flask --app web ...``)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import click
 from flask import Flask, current_app
@@ -31,7 +32,31 @@ def rebuild_latest_command(batch_size: int) -> None:
     click.echo(json.dumps(result))
 
 
+@click.group("rollups")
+def rollups_group() -> None:
+    """The hourly rollups of the fleet analytics (docs/fleet-analytics.md)."""
+
+
+@rollups_group.command("rebuild")
+@click.option("--from", "first_day", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="First UTC day to rebuild (YYYY-MM-DD).")
+@click.option("--to", "last_day", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Last UTC day to rebuild, included (YYYY-MM-DD).")
+@with_appcontext
+def rollups_rebuild_command(first_day, last_day) -> None:
+    """Recompute the rollups of the days --from .. --to from raw history; on a correct range it changes nothing."""
+    from scheduler.rollups import rebuild
+
+    if last_day < first_day:
+        raise click.BadParameter("--to must not be before --from", param_hint="--to")
+    started = time.monotonic()
+    result = rebuild(current_app.config["SETTINGS"], first_day.date(), last_day.date())
+    result["seconds"] = round(time.monotonic() - started, 1)
+    click.echo(json.dumps(result))
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
     app.cli.add_command(migrate_command)
     app.cli.add_command(rebuild_latest_command)
+    app.cli.add_command(rollups_group)

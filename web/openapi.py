@@ -14,6 +14,7 @@ from swagger_ui_bundle import swagger_ui_path
 from web.analytics import PerformanceQuerySchema, PerformanceSchema
 from web.auth import PUBLIC_ENDPOINTS
 from web.conflicts import ConflictsQuerySchema, ConflictsSchema
+from web.fleet import FleetQuerySchema, FleetSchema, RankingQuerySchema, RankingSchema
 from web.history import HistoryQuerySchema, MeterHistorySchema, VehicleHistorySchema
 from web.keys import MAX_KEYS_PER_REQUEST, CreatedKeySchema, KeyPageQuerySchema, KeyPageSchema, KeyRequestSchema
 from web.latest import (
@@ -29,6 +30,7 @@ from web.latest import (
 )
 from web.mappings import MappingRequestSchema, MappingSchema, MeterMappingsQuerySchema, MeterMappingsSchema
 from web.schemas import DEVICE_ID_PATTERN, AcceptedSchema, ErrorSchema, MeterReadingSchema, VehicleReadingSchema
+from web.silent_devices import SilentPageSchema, SilentQuerySchema
 
 bp = Blueprint("openapi", __name__)
 
@@ -222,6 +224,28 @@ OPERATIONS: dict[str, dict[str, dict]] = {
         "parameters": [{"in": "query", "schema": PerformanceQuerySchema}],
         "responses": {"200": _json(PerformanceSchema, "The vehicle's performance over the window"),
                       "400": _BAD_ID, "404": _error("The vehicle has no mapping to a meter"),
+                      "503": _UNAVAILABLE},
+    }},
+    "fleet.fleet_summary": {"get": {
+        "tags": ["analytics"],
+        "summary": "The whole fleet's energy, efficiency and its percentiles, and counter events, from hourly rollups",
+        "description": "The window is whole UTC hours (to - hours, to]; `to` defaults to the end of the current hour. "
+                       "`asOf` says which readings the rollups include (docs/fleet-analytics.md).",
+        "parameters": [{"in": "query", "schema": FleetQuerySchema}],
+        "responses": {"200": _json(FleetSchema, "The fleet's figures"), "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "fleet.vehicle_ranking": {"get": {
+        "tags": ["analytics"],
+        "summary": "Every mapped vehicle's performance over the window, sorted and paginated",
+        "parameters": [{"in": "query", "schema": RankingQuerySchema}],
+        "responses": {"200": _json(RankingSchema, "A page of vehicles; `next` is the following page's cursor"),
+                      "400": _BAD_ID, "503": _UNAVAILABLE},
+    }},
+    "silent_devices.silent_devices": {"get": {
+        "tags": ["latest"],
+        "summary": "Devices whose newest reading is older than `for`, oldest first",
+        "parameters": [{"in": "query", "schema": SilentQuerySchema}],
+        "responses": {"200": _json(SilentPageSchema, "A page of silent devices"), "400": _BAD_ID,
                       "503": _UNAVAILABLE},
     }},
     "history.vehicle_readings": {"get": {

@@ -28,6 +28,7 @@ from common.streams import KIND_NAMES
 from web import db
 from web.auth import requires_scope
 from web.backpressure import OverloadedError
+from web.silent_devices import silent_count
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
@@ -264,6 +265,13 @@ class EngineCollector:
         )
         for name, help_text, value in gauges:
             yield GaugeMetricFamily(name, help_text, value=value)
+        silent_after = self.app.config["SETTINGS"].silent_after
+        redis_keys = self.app.extensions["redis_keys"]
+        silent = GaugeMetricFamily("energy_devices_silent", f"Devices whose newest reading is older than "
+                                   f"SILENT_AFTER ({silent_after} s), by kind.", labels=["kind"])
+        for kind, kind_name in KIND_NAMES.items():
+            silent.add_metric([kind_name], silent_count(client, redis_keys, kind, silent_after))
+        yield silent
         gate = self.app.extensions.get("backpressure")
         overloaded = gate.judge(load) is not None if gate is not None else False
         yield GaugeMetricFamily("energy_ingest_overloaded",

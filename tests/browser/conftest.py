@@ -98,12 +98,12 @@ class Engine:
 
 @pytest.fixture(scope="module")
 def engine(settings, tmp_path_factory):
-    """Start web, worker and scheduler on a free port, map and backfill a day of a small simulated fleet."""
+    """Start web, worker, rollups and scheduler on a free port, map and backfill a day of a small simulated fleet."""
     empty_stores(settings)
     port = free_port()
     env = process_env(settings.database_url, settings.redis_url, port, DRAIN_BLOCK_MS="200")
     log_dir = tmp_path_factory.mktemp("engine")
-    processes = [Process(name, env, log_dir) for name in ("web", "worker", "scheduler")]
+    processes = [Process(name, env, log_dir) for name in ("web", "worker", "rollups", "scheduler")]
     try:
         yield _provisioned(settings, env, port, processes)
     finally:  # also when the setup failed: no process may outlive the module, no row the next tests

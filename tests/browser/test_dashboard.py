@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote
@@ -56,6 +57,27 @@ def test_fleet_table_shows_every_simulated_vehicle_with_its_soc(engine, page):
     assert "key" not in page.url
     page.wait_for_function("document.querySelectorAll('#fleet-rows td.efficiency').length > 0")
     screenshot(page, "fleet")
+
+
+def test_totals_card_is_filled_from_the_fleet_endpoint(engine, page):
+    # The backfill is over: wait until the rollups hold all of it (no pending mark), then compare.
+    def figures():
+        return {k: v for k, v in engine.api("/v1/analytics/fleet?hours=24").items() if k != "asOf"}
+
+    deadline = time.monotonic() + 60
+    while True:
+        fleet = figures()
+        if fleet["dcKwh"] and figures() == fleet:
+            break
+        assert time.monotonic() < deadline, engine.logs()
+        time.sleep(0.5)
+    sign_in(page, engine)
+    page.wait_for_function("document.getElementById('total-ac').textContent !== '\u2013'", timeout=TIMEOUT_MS)
+    assert page.text_content("#total-ac") == f"{fleet['acKwh']:.1f} kWh"
+    assert page.text_content("#total-dc") == f"{fleet['dcKwh']:.1f} kWh"
+    assert page.text_content("#total-eff") == f"{fleet['efficiencyRatio'] * 100:.1f} %"
+    assert page.is_hidden("#totals-note")
+    screenshot(page, "fleet-totals")
 
 
 def test_sort_by_efficiency_orders_rows_by_the_apis_numbers(engine, page):

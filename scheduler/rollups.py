@@ -1,0 +1,195 @@
+"""Hourly rollup maintenance: fold the drain's dirty marks into the rollups, exactly and incrementally.
+
+The drain marks each device it wrote (first and last ts of the rows inserted) in the transaction
+that writes them (sql/drain/*_write.sql). This job, run by its own ``rollups`` worker, takes a batch
+of marks (deleting them in its transaction: a crash gives them back), and per device:
+
+- *in order* (every new reading is newer than the last one the rollups hold, the steady-load case):
+  counter_steps() judges only the frontier reading and the new ones, reading a few raw readings
+  around them, and their contributions are added to the rows (sql/rollups/*_append.sql);
+- *late* (a reading older than what the rollups hold): the hours from the reading before it to the
+  second reading after it, every reading whose contribution it may change, are recomputed from raw
+  history (sql/rollups/*_recompute.sql).
+
+Safe twice and with several jobs at once: a device is taken by one transaction at a time (an
+advisory lock, sql/rollups/claim_marks.sql); the rebuild takes the exclusive form of a lock every
+maintenance transaction holds shared, so the two never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from common.database import connect, load_sql, rollup_hour
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLLUPS_QUEUE = "rollups"
+# Advisory locks: the space of per-device locks (two-key form), and the rebuild's (one-key form).
+DEVICE_LOCK_CLASS = 727_274_015
+REBUILD_LOCK = 727_274_016
+MICROSECOND = timedelta(microseconds=1)
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class RollupKind:
+    """What differs between the meter and the vehicle rollups."""
+
+    name: str
+    rollups: str
+    readings: str
+    id_column: str
+    latest: str
+
+    def max_power_kw(self, settings: Settings) -> float:
+        """Return the kind's power ceiling of the counter rules."""
+        return settings.max_meter_power_kw if self.name == "meter" else settings.max_vehicle_power_kw
+
+    def composed(self, name: str) -> sql.Composed:
+        """Return ``sql/rollups/<name>.sql`` with this kind's table and column names."""
+        return sql.SQL(load_sql(f"rollups/{name}")).format(
+            rollups=sql.Identifier(self.rollups), readings=sql.Identifier(self.readings),
+            id=sql.Identifier(self.id_column), latest=sql.Identifier(self.latest))
+
+
+ROLLUP_KINDS = {
+    "meter": RollupKind("meter", "meter_hourly_rollups", "meter_readings", "meter_id", "meter_latest"),
+    "vehicle": RollupKind("vehicle", "vehicle_hourly_rollups", "vehicle_readings", "vehicle_id",
+                          "vehicle_latest"),
+}
+
+
+@dataclass
+class MaintenanceTotals:
+    """What one run did."""
+
+    batches: int = 0
+    devices: int = 0
+    in_order: int = 0
+    late: int = 0
+
+
+def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str, datetime, datetime]],
+               settings: Settings, totals: MaintenanceTotals) -> None:
+    ids = [m[0] for m in marks]
+    frontier = {row[0]: row[2] for row in conn.execute(kind.composed("frontier"), {"device_ids": ids})}
+    append, late = [], []
+    for device_id, min_ts, max_ts in marks:
+        last = frontier.get(device_id)
+        if last is None or min_ts > last:
+            append.append((device_id, (last or min_ts) - MICROSECOND, max_ts, last))
+        else:
+            late.append((device_id, min_ts, max_ts))
+    power = kind.max_power_kw(settings)
+    if append:
+        conn.execute(load_sql(f"rollups/{kind.name}_append"), {
+            "device_ids": [a[0] for a in append], "from_ts": [a[1] for a in append],
+            "to_ts": [a[2] for a in append], "frontier_ts": [a[3] for a in append], "max_power_kw": power})
+    if late:
+        spans = []
+        for device_id, min_ts, max_ts in late:
+            first, last = conn.execute(kind.composed("span"),
+                                       {"device_id": device_id, "min_ts": min_ts, "max_ts": max_ts}).fetchone()
+            spans.append((device_id, rollup_hour(first), rollup_hour(last)))
+        recompute(conn, kind, spans, settings)
+    totals.in_order += len(append)
+    totals.late += len(late)
+
+
+def recompute(conn: psycopg.Connection, kind: RollupKind, spans: list[tuple[str, datetime, datetime]],
+              settings: Settings) -> None:
+    """Recompute the rows of buckets first_hour .. last_hour of each (device, first_hour, last_hour) from raw."""
+    params = {"device_ids": [s[0] for s in spans], "from_hours": [s[1] for s in spans],
+              "to_hours": [s[2] for s in spans]}
+    conn.execute(kind.composed("delete_hours"), params)
+    conn.execute(load_sql(f"rollups/{kind.name}_recompute"), {**params, "max_power_kw": kind.max_power_kw(settings)})
+
+
+def maintain_once(conn: psycopg.Connection, settings: Settings, limit: int) -> int:
+    """Fold one batch of marks into the rollups in one transaction; return how many devices it took."""
+    totals = MaintenanceTotals()
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
+        claimed = conn.execute(load_sql("rollups/claim_marks"),
+                               {"limit": limit, "lock_class": DEVICE_LOCK_CLASS}).fetchall()
+        by_kind: dict[str, list] = {}
+        for kind_name, device_id, min_ts, max_ts in claimed:
+            by_kind.setdefault(kind_name, []).append((device_id, min_ts, max_ts))
+        for kind_name, marks in by_kind.items():
+            _fold_kind(conn, ROLLUP_KINDS[kind_name], marks, settings, totals)
+    return len(claimed)
+
+
+def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection | None = None,
+             stop: threading.Event | None = None) -> dict:
+    """Fold marks until none is left, then poll every ROLLUP_POLL_MS until ``seconds`` have passed.
+
+    One connection for the whole run: its statements are prepared once (planning the lateral
+    counter_steps() over every partition costs more than running it for a batch).
+    """
+    deadline = time.monotonic() + seconds
+    own = conn is None
+    # jit off: the lateral counter_steps() plans over every partition look costly enough for JIT, whose
+    # compilation took seconds per batch (10x the execution) for nothing.
+    conn = conn or connect(settings, autocommit=True, application_name="energy-rollups", prepare_threshold=0,
+                           options="-c jit=off")
+    devices = batches = 0
+    try:
+        while True:
+            taken = maintain_once(conn, settings, settings.rollup_batch_size)
+            devices += taken
+            batches += bool(taken)
+            if taken:
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop or threading.Event()).wait(min(remaining, settings.rollup_poll_ms / 1000)):
+                break
+    finally:
+        if own:
+            conn.close()
+    return {"devices": devices, "batches": batches}
+
+
+def maintain_rollups() -> dict:
+    """RQ job (queue ``rollups``): fold the pending dirty marks into the hourly rollups."""
+    from workers.drain import STOP  # set by the worker on SIGTERM: the job ends after its batch
+
+    settings = Settings.from_env()
+    return maintain(settings, settings.rollup_job_seconds, stop=STOP)
+
+
+def rebuild(settings: Settings, first_day: date, last_day: date, batch_devices: int = 500,
+            conn: psycopg.Connection | None = None) -> dict:
+    """Recompute every rollup bucket of the UTC days first_day .. last_day from raw history.
+
+    Idempotent: on a correct range it writes the same rows again. Devices go in batches, each its
+    own transaction holding the rebuild lock, so maintenance waits for a batch, never for the whole run.
+    """
+    start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    end = datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC) + timedelta(days=1)
+    own = conn is None
+    conn = conn or connect(settings, autocommit=True, application_name="energy-rollups-rebuild",
+                           options="-c jit=off")
+    rows = {}
+    try:
+        for kind in ROLLUP_KINDS.values():
+            ids = [r[0] for r in conn.execute(kind.composed("devices"))]
+            rows[kind.name] = len(ids)
+            for i in range(0, len(ids), batch_devices):
+                batch = ids[i:i + batch_devices]
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (REBUILD_LOCK,))
+                    recompute(conn, kind, [(d, start, end - HOUR) for d in batch], settings)
+    finally:
+        if own:
+            conn.close()
+    return {"from": first_day.isoformat(), "to": last_day.isoformat(), "devices": rows}

@@ -1,0 +1,55 @@
+-- The in-order path of the maintenance job for meters; the twin of rollups/vehicle_append.sql (same
+-- parameters and reasoning, max_power_kw is MAX_METER_POWER_KW).
+-- Statistics from one range scan of the new readings (frontier_ts, to_ts] per device; a frontier row
+-- that gets no new reading keeps its statistics (neutral values: 0, +/-Infinity).
+WITH devices AS (
+    SELECT * FROM unnest(%(device_ids)s::text[], %(from_ts)s::timestamptz[], %(to_ts)s::timestamptz[],
+                         %(frontier_ts)s::timestamptz[])
+        AS d(meter_id, from_ts, to_ts, frontier_ts)
+), energy AS (
+    SELECT d.meter_id, rollup_hour(s.ts) AS hour,
+           count(*) FILTER (WHERE d.frontier_ts IS NULL OR s.ts > d.frontier_ts) AS readings,
+           sum(s.energy_kwh::numeric) AS energy_kwh,
+           count(*) FILTER (WHERE s.is_reset) AS counter_resets, count(*) FILTER (WHERE s.is_glitch) AS glitches,
+           count(*) FILTER (WHERE s.is_implausible) AS implausible_steps,
+           min(s.ts) AS first_ts, (array_agg(s.kwh ORDER BY s.ts))[1] AS first_kwh,
+           (array_agg(s.predecessor_ts ORDER BY s.ts))[1] AS first_predecessor_ts,
+           max(s.ts) AS last_ts, (array_agg(s.kwh ORDER BY s.ts DESC))[1] AS last_kwh,
+           (array_agg(s.energy_kwh::numeric ORDER BY s.ts DESC))[1] AS last_energy_kwh,
+           (array_agg(s.is_reset ORDER BY s.ts DESC))[1] AS last_is_reset,
+           (array_agg(s.is_glitch ORDER BY s.ts DESC))[1] AS last_is_glitch,
+           (array_agg(s.is_implausible ORDER BY s.ts DESC))[1] AS last_is_implausible
+    FROM devices d
+    CROSS JOIN LATERAL counter_steps('meter', d.meter_id, d.from_ts, d.to_ts, %(max_power_kw)s) s
+    GROUP BY 1, 2
+), stats AS (
+    SELECT d.meter_id, rollup_hour(r.ts) AS hour, sum(r.voltage::numeric) AS voltage_sum, min(r.voltage) AS voltage_min, max(r.voltage) AS voltage_max
+    FROM devices d
+    JOIN meter_readings r ON r.meter_id = d.meter_id AND r.ts > coalesce(d.frontier_ts, d.from_ts) AND r.ts <= d.to_ts
+    GROUP BY 1, 2
+)
+INSERT INTO meter_hourly_rollups AS r (
+    meter_id, hour, readings, energy_kwh, counter_resets, glitches, implausible_steps,
+    first_ts, first_kwh, first_predecessor_ts, last_ts, last_kwh, last_energy_kwh, last_is_reset,
+    last_is_glitch, last_is_implausible, voltage_sum, voltage_min, voltage_max)
+SELECT e.meter_id, e.hour, e.readings, e.energy_kwh, e.counter_resets, e.glitches, e.implausible_steps,
+       e.first_ts, e.first_kwh, e.first_predecessor_ts, e.last_ts, e.last_kwh, e.last_energy_kwh, e.last_is_reset,
+       e.last_is_glitch, e.last_is_implausible, coalesce(t.voltage_sum, 0),
+       coalesce(t.voltage_min, 'Infinity'), coalesce(t.voltage_max, '-Infinity')
+FROM energy e
+LEFT JOIN stats t ON t.meter_id = e.meter_id AND t.hour = e.hour
+ON CONFLICT (meter_id, hour) DO UPDATE SET
+    readings = r.readings + EXCLUDED.readings,
+    energy_kwh = r.energy_kwh - r.last_energy_kwh + EXCLUDED.energy_kwh,
+    counter_resets = r.counter_resets - r.last_is_reset::int + EXCLUDED.counter_resets,
+    glitches = r.glitches - r.last_is_glitch::int + EXCLUDED.glitches,
+    implausible_steps = r.implausible_steps - r.last_is_implausible::int + EXCLUDED.implausible_steps,
+    last_ts = EXCLUDED.last_ts,
+    last_kwh = EXCLUDED.last_kwh,
+    last_energy_kwh = EXCLUDED.last_energy_kwh,
+    last_is_reset = EXCLUDED.last_is_reset,
+    last_is_glitch = EXCLUDED.last_is_glitch,
+    last_is_implausible = EXCLUDED.last_is_implausible,
+    voltage_sum = r.voltage_sum + EXCLUDED.voltage_sum,
+    voltage_min = least(r.voltage_min, EXCLUDED.voltage_min),
+    voltage_max = greatest(r.voltage_max, EXCLUDED.voltage_max);

@@ -1,0 +1,65 @@
+-- The in-order path of the maintenance job: fold vehicles' new readings, all newer than the last
+-- reading their rollups hold (the frontier), into the rollups, reading only the raw readings around
+-- them. Parameters: device_ids, from_ts, to_ts, frontier_ts (arrays, one element per device),
+-- max_power_kw (MAX_VEHICLE_POWER_KW).
+-- from_ts is just before the frontier reading (or before the first new reading when the device has
+-- no rollup yet), to_ts the newest new reading. counter_steps() judges the frontier reading again
+-- (its next reading has come: a last drop may now be a glitch) and the new ones; the frontier's row
+-- takes off the frontier reading's stored contribution (last_*) and adds the new judgement, its
+-- statistics add only the new readings; the later hours are new rows.
+-- Statistics from one range scan of the new readings (frontier_ts, to_ts] per device; a frontier row
+-- that gets no new reading keeps its statistics (neutral values: 0, +/-Infinity).
+WITH devices AS (
+    SELECT * FROM unnest(%(device_ids)s::text[], %(from_ts)s::timestamptz[], %(to_ts)s::timestamptz[],
+                         %(frontier_ts)s::timestamptz[])
+        AS d(vehicle_id, from_ts, to_ts, frontier_ts)
+), energy AS (
+    SELECT d.vehicle_id, rollup_hour(s.ts) AS hour,
+           count(*) FILTER (WHERE d.frontier_ts IS NULL OR s.ts > d.frontier_ts) AS readings,
+           sum(s.energy_kwh::numeric) AS energy_kwh,
+           count(*) FILTER (WHERE s.is_reset) AS counter_resets, count(*) FILTER (WHERE s.is_glitch) AS glitches,
+           count(*) FILTER (WHERE s.is_implausible) AS implausible_steps,
+           min(s.ts) AS first_ts, (array_agg(s.kwh ORDER BY s.ts))[1] AS first_kwh,
+           (array_agg(s.predecessor_ts ORDER BY s.ts))[1] AS first_predecessor_ts,
+           max(s.ts) AS last_ts, (array_agg(s.kwh ORDER BY s.ts DESC))[1] AS last_kwh,
+           (array_agg(s.energy_kwh::numeric ORDER BY s.ts DESC))[1] AS last_energy_kwh,
+           (array_agg(s.is_reset ORDER BY s.ts DESC))[1] AS last_is_reset,
+           (array_agg(s.is_glitch ORDER BY s.ts DESC))[1] AS last_is_glitch,
+           (array_agg(s.is_implausible ORDER BY s.ts DESC))[1] AS last_is_implausible
+    FROM devices d
+    CROSS JOIN LATERAL counter_steps('vehicle', d.vehicle_id, d.from_ts, d.to_ts, %(max_power_kw)s) s
+    GROUP BY 1, 2
+), stats AS (
+    SELECT d.vehicle_id, rollup_hour(r.ts) AS hour, sum(r.battery_temp::numeric) AS battery_temp_sum, max(r.battery_temp) AS battery_temp_max, min(r.soc) AS soc_min, max(r.soc) AS soc_max, (array_agg(r.soc ORDER BY r.ts DESC))[1] AS soc_last
+    FROM devices d
+    JOIN vehicle_readings r ON r.vehicle_id = d.vehicle_id AND r.ts > coalesce(d.frontier_ts, d.from_ts) AND r.ts <= d.to_ts
+    GROUP BY 1, 2
+)
+INSERT INTO vehicle_hourly_rollups AS r (
+    vehicle_id, hour, readings, energy_kwh, counter_resets, glitches, implausible_steps,
+    first_ts, first_kwh, first_predecessor_ts, last_ts, last_kwh, last_energy_kwh, last_is_reset,
+    last_is_glitch, last_is_implausible, battery_temp_sum, battery_temp_max, soc_min, soc_max, soc_last)
+SELECT e.vehicle_id, e.hour, e.readings, e.energy_kwh, e.counter_resets, e.glitches, e.implausible_steps,
+       e.first_ts, e.first_kwh, e.first_predecessor_ts, e.last_ts, e.last_kwh, e.last_energy_kwh, e.last_is_reset,
+       e.last_is_glitch, e.last_is_implausible, coalesce(t.battery_temp_sum, 0),
+       coalesce(t.battery_temp_max, '-Infinity'), coalesce(t.soc_min, 'Infinity'), coalesce(t.soc_max, '-Infinity'),
+       coalesce(t.soc_last, 0)
+FROM energy e
+LEFT JOIN stats t ON t.vehicle_id = e.vehicle_id AND t.hour = e.hour
+ON CONFLICT (vehicle_id, hour) DO UPDATE SET
+    readings = r.readings + EXCLUDED.readings,
+    energy_kwh = r.energy_kwh - r.last_energy_kwh + EXCLUDED.energy_kwh,
+    counter_resets = r.counter_resets - r.last_is_reset::int + EXCLUDED.counter_resets,
+    glitches = r.glitches - r.last_is_glitch::int + EXCLUDED.glitches,
+    implausible_steps = r.implausible_steps - r.last_is_implausible::int + EXCLUDED.implausible_steps,
+    last_ts = EXCLUDED.last_ts,
+    last_kwh = EXCLUDED.last_kwh,
+    last_energy_kwh = EXCLUDED.last_energy_kwh,
+    last_is_reset = EXCLUDED.last_is_reset,
+    last_is_glitch = EXCLUDED.last_is_glitch,
+    last_is_implausible = EXCLUDED.last_is_implausible,
+    battery_temp_sum = r.battery_temp_sum + EXCLUDED.battery_temp_sum,
+    battery_temp_max = greatest(r.battery_temp_max, EXCLUDED.battery_temp_max),
+    soc_min = least(r.soc_min, EXCLUDED.soc_min),
+    soc_max = greatest(r.soc_max, EXCLUDED.soc_max),
+    soc_last = CASE WHEN EXCLUDED.readings > 0 THEN EXCLUDED.soc_last ELSE r.soc_last END;

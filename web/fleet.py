@@ -1,0 +1,280 @@
+"""GET /v1/analytics/fleet and GET /v1/analytics/vehicles: the whole fleet's figures from hourly rollups.
+
+A fleet window is a run of whole UTC hours (fromTs, toTs]: ``to`` defaults to the end of the current
+hour and must otherwise be a whole hour. Every vehicle's figures are summarised exactly as the
+per-vehicle endpoint does (web/analytics.py); the totals add the exact (numeric) sums.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import orjson
+from flask import Blueprint, current_app, jsonify
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from common.database import load_sql, rollup_hour
+from common.streams import format_ts
+from web import db
+from web.analytics import DEFAULT_HOURS, MAX_WINDOW_HOURS, _round, check_hours, figures, summarize
+from web.errors import ApiError
+from web.params import check_in_calendar, parse_query
+
+bp = Blueprint("fleet", __name__)
+
+HOUR = timedelta(hours=1)
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+SORT_FIELDS = ("efficiency", "dcKwh", "acKwh", "avgBatteryTemp")
+
+
+def _whole_hour(value: datetime | None) -> None:
+    check_in_calendar(value)
+    if value is not None and value.astimezone(UTC) != value.astimezone(UTC).replace(minute=0, second=0,
+                                                                                    microsecond=0):
+        raise ValidationError("Must be a whole hour (fleet figures are made of hourly rollups).")
+
+
+class FleetQuerySchema(Schema):
+    """The query of GET /v1/analytics/fleet."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    hours = fields.Integer(load_default=DEFAULT_HOURS, validate=validate.Range(min=1, max=MAX_WINDOW_HOURS),
+                           metadata={"description": "Window length in whole hours, 1 .. RETENTION_DAYS x 24",
+                                     "default": DEFAULT_HOURS})
+    to = fields.AwareDateTime(format="iso", load_default=None, metadata={
+        "description": "End of the window, a whole hour, ISO-8601 with an offset; default the end of the "
+                       "current hour. The window is (to - hours, to]."})
+
+    @validates("to")
+    def _to_whole_hour(self, value: datetime | None, data_key: str, **kwargs) -> None:
+        _whole_hour(value)
+
+
+class RankingQuerySchema(FleetQuerySchema):
+    """The query of GET /v1/analytics/vehicles."""
+
+    sort = fields.String(load_default="efficiency", validate=validate.OneOf(SORT_FIELDS))
+    order = fields.String(load_default="asc", validate=validate.OneOf(("asc", "desc")))
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(min=1, max=MAX_PAGE))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
+
+
+_fleet_schema = FleetQuerySchema()
+_ranking_schema = RankingQuerySchema()
+
+
+def window(query: dict, settings) -> tuple[int, datetime, datetime]:
+    """Return (hours, fromTs, toTs) of a fleet query."""
+    hours = query["hours"]
+    check_hours(hours, settings)
+    to_ts = query["to"].astimezone(UTC) if query["to"] else rollup_hour(datetime.now(UTC)) + HOUR
+    return hours, to_ts - timedelta(hours=hours), to_ts
+
+
+def fleet_rows(from_ts: datetime, to_ts: datetime) -> tuple[list[tuple], str]:
+    """Return every mapped vehicle's exact row over the window (sql/fleet/vehicles.sql), and asOf."""
+    def read(conn):
+        with conn.transaction(), conn.pipeline():
+            conn.execute("SET LOCAL jit = off")  # JIT compilation of the aggregation cost more than it saved
+            as_of = conn.execute(load_sql("fleet/as_of"))
+            rows = conn.execute(load_sql("fleet/vehicles"), {"from_ts": from_ts, "to_ts": to_ts})
+            return as_of.fetchone()[0], rows.fetchall()
+
+    # The replica when there is a current one (web/db.py): its rollups and marks are one consistent state.
+    as_of_ts, rows = db.run_read(read)
+    return rows, format_ts(as_of_ts)
+
+
+def query_rows(row: tuple) -> tuple[tuple, tuple]:
+    """Split a fleet row into the (meter row, vehicle row) that web/analytics.py summarises."""
+    (_vehicle_id, meter_id, ac, m_resets, m_glitches, m_implausible, m_readings, m_baseline,
+     dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, temp_sum) = row
+    avg_temp = temp_sum / v_readings if v_readings else None
+    return ((meter_id, float(ac), m_resets, m_glitches, m_implausible, m_readings, m_baseline),
+            (float(dc), v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_temp))
+
+
+def percentile(sorted_values: list[float], share: float) -> float | None:
+    """Linear interpolation between the closest ranks (as numpy's default and percentile_cont)."""
+    if not sorted_values:
+        return None
+    position = (len(sorted_values) - 1) * share
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+@bp.get("/v1/analytics/fleet")
+def fleet_summary():
+    """Return the fleet's AC and DC energy, efficiency, its percentiles and counter events over the window."""
+    settings = current_app.config["SETTINGS"]
+    hours, from_ts, to_ts = window(parse_query(_fleet_schema), settings)
+    rows, as_of = fleet_rows(from_ts, to_ts)
+    ac_by_meter: dict[str, tuple] = {}
+    dc = temp_sum = Decimal(0)
+    readings = 0
+    counts = {"counterResets": {"meter": 0, "vehicle": 0}, "glitches": {"meter": 0, "vehicle": 0},
+              "implausibleSteps": {"meter": 0, "vehicle": 0}}
+    ratios, warnings, with_warnings = [], 0, 0
+    for row in rows:
+        _ac_kwh, _dc_kwh, ratio, vehicle_warnings = figures(*query_rows(row))
+        ac_by_meter[row[1]] = row
+        dc += row[8]
+        readings += row[12]
+        temp_sum += row[14]
+        for name, index in (("counterResets", 9), ("glitches", 10), ("implausibleSteps", 11)):
+            counts[name]["vehicle"] += row[index]
+        if ratio is not None:
+            ratios.append(ratio)
+        warnings += len(vehicle_warnings)
+        with_warnings += bool(vehicle_warnings)
+    ac = sum((row[2] for row in ac_by_meter.values()), Decimal(0))
+    for row in ac_by_meter.values():  # a meter feeding two vehicles counts once
+        for name, index in (("counterResets", 3), ("glitches", 4), ("implausibleSteps", 5)):
+            counts[name]["meter"] += row[index]
+    ac_kwh, dc_kwh = _round(float(ac), 3), _round(float(dc), 3)
+    ratios.sort()
+    return jsonify({
+        "vehicles": len(rows),
+        "meters": len(ac_by_meter),
+        "windowHours": hours,
+        "acKwh": ac_kwh,
+        "dcKwh": dc_kwh,
+        "efficiencyRatio": _round(dc_kwh / ac_kwh, 4) if ac_kwh else None,
+        "efficiencyPercentiles": {name: _round(percentile(ratios, share), 4) if ratios else None
+                                  for name, share in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9))},
+        "vehiclesWithEfficiency": len(ratios),
+        "avgBatteryTemp": _round(float(temp_sum / readings), 3) if readings else None,
+        **counts,
+        "warnings": warnings,
+        "vehiclesWithWarnings": with_warnings,
+        "fromTs": format_ts(from_ts),
+        "toTs": format_ts(to_ts),
+        "asOf": as_of,
+    })
+
+
+def _sign(payload: bytes, key: bytes) -> str:
+    return base64.urlsafe_b64encode(hmac.new(key, payload, hashlib.sha256).digest()[:16]).decode().rstrip("=")
+
+
+def encode_cursor(state: dict, key: bytes) -> str:
+    """Return an opaque, signed cursor for ``state``."""
+    payload = orjson.dumps(state)
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + _sign(payload, key)
+
+
+def decode_cursor(cursor: str, key: bytes) -> dict:
+    """Return the state of a cursor this server made, else raise a 400."""
+    try:
+        body, signature = cursor.split(".", 1)
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        if not hmac.compare_digest(signature, _sign(payload, key)):
+            raise ValueError("bad signature")
+        state = orjson.loads(payload)
+        if not isinstance(state, dict):
+            raise ValueError("not an object")
+        return state
+    except (ValueError, orjson.JSONDecodeError):
+        raise ApiError(400, "invalid_parameter", "cursor: Not a cursor of this query.", parameter="cursor") from None
+
+
+def _sort_value(row: tuple, sort: str):
+    """Return the figure a ranking sorts by, as the vehicle's answer states it."""
+    if sort == "avgBatteryTemp":
+        return _round(float(row[14] / row[12]), 3) if row[12] else None
+    ac_kwh, dc_kwh, ratio, _warnings = figures(*query_rows(row))
+    return {"efficiency": ratio, "dcKwh": dc_kwh, "acKwh": ac_kwh}[sort]
+
+
+def _sort_key(row: tuple, sort: str, descending: bool) -> tuple:
+    value = _sort_value(row, sort)
+    if value is None:
+        return (1, 0.0, row[0])  # no figure: last, whatever the order
+    return (0, -value if descending else value, row[0])
+
+
+@bp.get("/v1/analytics/vehicles")
+def vehicle_ranking():
+    """Return every mapped vehicle's performance over the window, sorted and paginated."""
+    settings = current_app.config["SETTINGS"]
+    query = parse_query(_ranking_schema)
+    key = settings.cursor_key()
+    after = None
+    if query["cursor"]:
+        state = decode_cursor(query["cursor"], key)
+        if (state.get("sort"), state.get("order"), state.get("hours")) != (query["sort"], query["order"],
+                                                                           query["hours"]):
+            raise ApiError(400, "invalid_parameter", "cursor: Not a cursor of this query (sort, order and hours "
+                           "must stay the same).", parameter="cursor")
+        try:
+            query["to"] = datetime.fromisoformat(state["to"])
+            after = tuple(state["after"])
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(400, "invalid_parameter", "cursor: Not a cursor of this query.",
+                           parameter="cursor") from None
+    hours, from_ts, to_ts = window(query, settings)
+    rows, as_of = fleet_rows(from_ts, to_ts)
+    descending = query["order"] == "desc"
+    keyed = sorted(((_sort_key(row, query["sort"], descending), row) for row in rows), key=lambda p: p[0])
+    if after is not None:
+        keyed = [p for p in keyed if p[0] > after]
+    page = keyed[:query["limit"]]
+    next_cursor = None
+    if len(keyed) > query["limit"]:
+        next_cursor = encode_cursor({"sort": query["sort"], "order": query["order"], "hours": hours,
+                                     "to": format_ts(to_ts), "after": list(page[-1][0])}, key)
+    answers = [summarize(row[0], hours, from_ts, to_ts, *query_rows(row)) for _key, row in page]
+    return jsonify({"vehicles": answers, "next": next_cursor,
+                    "fromTs": format_ts(from_ts), "toTs": format_ts(to_ts), "asOf": as_of})
+
+
+class _PerStream(Schema):
+    meter = fields.Integer(required=True)
+    vehicle = fields.Integer(required=True)
+
+
+class _Percentiles(Schema):
+    p10 = fields.Float(required=True, allow_none=True)
+    p50 = fields.Float(required=True, allow_none=True)
+    p90 = fields.Float(required=True, allow_none=True)
+
+
+class FleetSchema(Schema):
+    """The fleet's figures over the whole hours (fromTs, toTs]."""
+
+    vehicles = fields.Integer(required=True, metadata={"description": "Mapped vehicles"})
+    meters = fields.Integer(required=True, metadata={"description": "Distinct meters mapped to a vehicle"})
+    windowHours = fields.Integer(required=True)
+    acKwh = fields.Float(required=True, metadata={"description": "AC energy of the mapped meters, each once"})
+    dcKwh = fields.Float(required=True)
+    efficiencyRatio = fields.Float(required=True, allow_none=True)
+    efficiencyPercentiles = fields.Nested(_Percentiles, required=True)
+    vehiclesWithEfficiency = fields.Integer(required=True)
+    avgBatteryTemp = fields.Float(required=True, allow_none=True)
+    counterResets = fields.Nested(_PerStream, required=True)
+    glitches = fields.Nested(_PerStream, required=True)
+    implausibleSteps = fields.Nested(_PerStream, required=True)
+    warnings = fields.Integer(required=True, metadata={"description": "Warnings of all vehicles' answers"})
+    vehiclesWithWarnings = fields.Integer(required=True)
+    fromTs = fields.String(required=True, metadata={"format": "date-time"})
+    toTs = fields.String(required=True, metadata={"format": "date-time"})
+    asOf = fields.String(required=True, metadata={"format": "date-time", "description": "Readings committed before "
+                                                  "this are in the figures"})
+
+
+class RankingSchema(Schema):
+    """A page of vehicles' performance, sorted."""
+
+    vehicles = fields.List(fields.Nested("PerformanceSchema"), required=True)
+    next = fields.String(required=True, allow_none=True)
+    fromTs = fields.String(required=True, metadata={"format": "date-time"})
+    toTs = fields.String(required=True, metadata={"format": "date-time"})
+    asOf = fields.String(required=True, metadata={"format": "date-time"})
