@@ -38,6 +38,8 @@ DEVICE_LOCK_CLASS = 727_274_015
 REBUILD_LOCK = 727_274_016
 MICROSECOND = timedelta(microseconds=1)
 HOUR = timedelta(hours=1)
+# How far back the frontier lookup reaches: counter_steps()'s 168 h neighbourhood and a bucket.
+FRONTIER_REACH = timedelta(hours=170)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ class MaintenanceTotals:
 def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str, datetime, datetime]],
                settings: Settings, totals: MaintenanceTotals) -> None:
     ids = [m[0] for m in marks]
-    frontier = {row[0]: row[2] for row in conn.execute(kind.composed("frontier"), {"device_ids": ids})}
+    since = min(m[1] for m in marks) - FRONTIER_REACH
+    frontier = {row[0]: row[2] for row in conn.execute(kind.composed("frontier"),
+                                                       {"device_ids": ids, "since": since})}
     append, late = [], []
     for device_id, min_ts, max_ts in marks:
         last = frontier.get(device_id)
@@ -93,7 +97,8 @@ def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str
     if append:
         conn.execute(load_sql(f"rollups/{kind.name}_append"), {
             "device_ids": [a[0] for a in append], "from_ts": [a[1] for a in append],
-            "to_ts": [a[2] for a in append], "frontier_ts": [a[3] for a in append], "max_power_kw": power})
+            "to_ts": [a[2] for a in append], "frontier_ts": [a[3] for a in append], "max_power_kw": power,
+            "earliest_from": min(a[1] for a in append), "latest_to": max(a[2] for a in append)})
     if late:
         spans = []
         for device_id, min_ts, max_ts in late:

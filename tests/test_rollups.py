@@ -122,6 +122,62 @@ def test_rollup_answers_equal_raw_under_shuffled_late_repeated_delivery(
     assert rollup_rows(db) == before
 
 
+# Gaps between readings: mostly a minute or a few, sometimes across counter_steps()'s 7-day neighbourhood.
+reading_gap = st.one_of(st.integers(min_value=1, max_value=5), st.integers(min_value=60, max_value=400),
+                        st.integers(min_value=166 * 60, max_value=170 * 60))
+
+
+@PROFILE
+@given(
+    devices=st.lists(st.tuples(st.lists(st.tuples(reading_gap, counter_step), min_size=1, max_size=10),
+                               st.integers(min_value=0, max_value=14), st.integers(min_value=0, max_value=14)),
+                     min_size=1, max_size=4),
+    kind=st.sampled_from(["meter", "vehicle"]),
+)
+def test_counter_steps_batch_equals_counter_steps(db, settings, devices, kind):
+    """One rule set: the batch form (migration 0011) answers what counter_steps() answers, device by device."""
+    start = BASE - timedelta(days=80)  # 10 gaps of at most 170 h stay inside the partitions
+    ids, windows = [], []
+    for n, (steps, from_index, to_index) in enumerate(devices):
+        device_id = f"{kind[0]}-batch-{n}"
+        minute, total, rows = 0, 1_000, []
+        for gap, (what, wh) in steps:
+            minute += gap
+            total += wh if what == "up" else 0
+            value = {"up": total, "zero": 0, "huge": total + 10**9}[what] / 1000
+            rows.append((device_id, start + timedelta(minutes=minute, seconds=7), value))
+        if kind == "meter":
+            write(settings, rows)
+        else:
+            write(settings, vehicles=[(d, ts, v, 20.0) for d, ts, v in rows])
+        times = [r[1] for r in rows]
+        lo, hi = sorted((from_index, to_index))
+        from_ts = times[min(lo, len(times) - 1)] - timedelta(seconds=1 if from_index % 2 else 0)
+        to_ts = times[min(hi, len(times) - 1)] + timedelta(seconds=1 if to_index % 2 else 0)
+        ids.append(device_id)
+        windows.append((from_ts, max(to_ts, from_ts)))
+    power = settings.max_meter_power_kw if kind == "meter" else settings.max_vehicle_power_kw
+
+    def one_by_one():
+        return sorted((d, *row) for d, (f, t) in zip(ids, windows, strict=True) for row in db.execute(
+            "SELECT * FROM counter_steps(%s, %s, %s, %s, %s)", (kind, d, f, t, power)))
+
+    def batch(look_after):
+        return sorted(db.execute(
+            "SELECT * FROM counter_steps_batch(%s, %s, %s, %s, %s, %s, %s, %s)",
+            (kind, ids, [w[0] for w in windows], [w[1] for w in windows], min(w[0] for w in windows),
+             max(w[1] for w in windows), power, look_after)).fetchall())
+
+    assert batch(True) == one_by_one()
+    # look_after false: as if no reading came after each device's window.
+    table, column = ("meter_readings", "meter_id") if kind == "meter" else ("vehicle_readings", "vehicle_id")
+    without_after = batch(False)
+    with db.transaction(force_rollback=True):
+        for d, (_, t) in zip(ids, windows, strict=True):
+            db.execute(f"DELETE FROM {table} WHERE {column} = %s AND ts > %s", (d, t))
+        assert without_after == one_by_one()
+
+
 def test_late_reading_three_days_back_changes_exactly_its_hours(client, db, settings):
     start = BASE.replace(hour=0) - timedelta(days=1)
     meter = [("m-late", start + timedelta(minutes=10 * i), 100 + i) for i in range(6 * 24 * 4)]

@@ -6,6 +6,10 @@ WITH devices AS (
     SELECT * FROM unnest(%(device_ids)s::text[], %(from_ts)s::timestamptz[], %(to_ts)s::timestamptz[],
                          %(frontier_ts)s::timestamptz[])
         AS d(meter_id, from_ts, to_ts, frontier_ts)
+), steps AS (
+    SELECT * FROM counter_steps_batch('meter', %(device_ids)s::text[], %(from_ts)s::timestamptz[],
+                                      %(to_ts)s::timestamptz[], %(earliest_from)s::timestamptz,
+                                      %(latest_to)s::timestamptz, %(max_power_kw)s, false)
 ), energy AS (
     SELECT d.meter_id, rollup_hour(s.ts) AS hour,
            count(*) FILTER (WHERE d.frontier_ts IS NULL OR s.ts > d.frontier_ts) AS readings,
@@ -20,12 +24,13 @@ WITH devices AS (
            (array_agg(s.is_glitch ORDER BY s.ts DESC))[1] AS last_is_glitch,
            (array_agg(s.is_implausible ORDER BY s.ts DESC))[1] AS last_is_implausible
     FROM devices d
-    CROSS JOIN LATERAL counter_steps('meter', d.meter_id, d.from_ts, d.to_ts, %(max_power_kw)s) s
+    JOIN steps s ON s.device_id = d.meter_id
     GROUP BY 1, 2
 ), stats AS (
     SELECT d.meter_id, rollup_hour(r.ts) AS hour, sum(r.voltage::numeric) AS voltage_sum, min(r.voltage) AS voltage_min, max(r.voltage) AS voltage_max
     FROM devices d
     JOIN meter_readings r ON r.meter_id = d.meter_id AND r.ts > coalesce(d.frontier_ts, d.from_ts) AND r.ts <= d.to_ts
+     AND r.ts > %(earliest_from)s::timestamptz AND r.ts <= %(latest_to)s::timestamptz
     GROUP BY 1, 2
 )
 INSERT INTO meter_hourly_rollups AS r (

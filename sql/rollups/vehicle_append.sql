@@ -1,7 +1,9 @@
 -- The in-order path of the maintenance job: fold vehicles' new readings, all newer than the last
 -- reading their rollups hold (the frontier), into the rollups, reading only the raw readings around
 -- them. Parameters: device_ids, from_ts, to_ts, frontier_ts (arrays, one element per device),
--- max_power_kw (MAX_VEHICLE_POWER_KW).
+-- max_power_kw (MAX_VEHICLE_POWER_KW), earliest_from and latest_to (min(from_ts), max(to_ts): plain
+-- values, so partitions are pruned once for the batch). One counter_steps_batch() call (migration
+-- 0011, counter_steps() for many devices) judges the whole batch.
 -- from_ts is just before the frontier reading (or before the first new reading when the device has
 -- no rollup yet), to_ts the newest new reading. counter_steps() judges the frontier reading again
 -- (its next reading has come: a last drop may now be a glitch) and the new ones; the frontier's row
@@ -13,6 +15,10 @@ WITH devices AS (
     SELECT * FROM unnest(%(device_ids)s::text[], %(from_ts)s::timestamptz[], %(to_ts)s::timestamptz[],
                          %(frontier_ts)s::timestamptz[])
         AS d(vehicle_id, from_ts, to_ts, frontier_ts)
+), steps AS (
+    SELECT * FROM counter_steps_batch('vehicle', %(device_ids)s::text[], %(from_ts)s::timestamptz[],
+                                      %(to_ts)s::timestamptz[], %(earliest_from)s::timestamptz,
+                                      %(latest_to)s::timestamptz, %(max_power_kw)s, false)
 ), energy AS (
     SELECT d.vehicle_id, rollup_hour(s.ts) AS hour,
            count(*) FILTER (WHERE d.frontier_ts IS NULL OR s.ts > d.frontier_ts) AS readings,
@@ -27,12 +33,13 @@ WITH devices AS (
            (array_agg(s.is_glitch ORDER BY s.ts DESC))[1] AS last_is_glitch,
            (array_agg(s.is_implausible ORDER BY s.ts DESC))[1] AS last_is_implausible
     FROM devices d
-    CROSS JOIN LATERAL counter_steps('vehicle', d.vehicle_id, d.from_ts, d.to_ts, %(max_power_kw)s) s
+    JOIN steps s ON s.device_id = d.vehicle_id
     GROUP BY 1, 2
 ), stats AS (
     SELECT d.vehicle_id, rollup_hour(r.ts) AS hour, sum(r.battery_temp::numeric) AS battery_temp_sum, max(r.battery_temp) AS battery_temp_max, min(r.soc) AS soc_min, max(r.soc) AS soc_max, (array_agg(r.soc ORDER BY r.ts DESC))[1] AS soc_last
     FROM devices d
     JOIN vehicle_readings r ON r.vehicle_id = d.vehicle_id AND r.ts > coalesce(d.frontier_ts, d.from_ts) AND r.ts <= d.to_ts
+     AND r.ts > %(earliest_from)s::timestamptz AND r.ts <= %(latest_to)s::timestamptz
     GROUP BY 1, 2
 )
 INSERT INTO vehicle_hourly_rollups AS r (
