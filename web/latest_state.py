@@ -81,9 +81,9 @@ class _ShardGroup:
 
     __slots__ = ("args", "keys", "meters", "vehicles")
 
-    def __init__(self, keys: KeySpace, shard: int):
-        # The stream, then the newest-reading sets in KINDS order, then a hash a reading (INGEST_LUA).
-        self.keys = [keys.stream(shard), *(keys.newest(kind, shard) for kind in KINDS)]
+    def __init__(self, head: list[str]):
+        # The shard's stream and newest-reading sets (see _shard_heads), then a hash a reading (INGEST_LUA).
+        self.keys = list(head)
         self.args: list[str] = []
         self.meters: list[str] = []
         self.vehicles: list[str] = []
@@ -115,6 +115,9 @@ class LatestStateStore:
     ):
         self.client = client
         self.keys = keys
+        # Each shard's fixed leading KEYS of an ingest group: its stream, then its newest-reading sets in KINDS order.
+        self._shard_heads = [[keys.stream(shard), *(keys.newest(kind, shard) for kind in KINDS)]
+                             for shard in range(keys.shards)]
         self.cluster = is_cluster(client)
         if self.cluster and not keys.tagged:
             raise ValueError("a Redis Cluster needs hash-tagged keys (KeySpace(tagged=True))")
@@ -135,7 +138,7 @@ class LatestStateStore:
     def _groups(self, readings: Sequence[Reading]) -> list[_ShardGroup]:
         keys = self.keys
         if keys.shards == 1:
-            group = _ShardGroup(keys, 0)
+            group = _ShardGroup(self._shard_heads[0])
             for r in readings:
                 group.add(keys.latest(r.kind, r.device_id, 0), r)
             return [group]
@@ -144,7 +147,7 @@ class LatestStateStore:
             shard = keys.shard_of(r.kind, r.device_id)
             group = groups.get(shard)
             if group is None:
-                group = groups[shard] = _ShardGroup(keys, shard)
+                group = groups[shard] = _ShardGroup(self._shard_heads[shard])
             group.add(keys.latest(r.kind, r.device_id, shard), r)
         return list(groups.values())
 
