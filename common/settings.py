@@ -140,6 +140,9 @@ class Settings:
     rollup_batch_size: int = 2000
     rollup_job_seconds: int = 30
     rollup_poll_ms: int = 1000
+    # How often the rollups worker vacuums the tables it churns (marks, tails, the day's rollups); 0: never
+    # (leave them to autovacuum, which a server may have off or behind).
+    rollup_vacuum_seconds: int = 60
     # A device is silent when its newest reading is older than this (GET /v1/devices/silent's default
     # and the energy_devices_silent gauge).
     silent_after: int = 900
@@ -230,6 +233,7 @@ class Settings:
             rollup_batch_size=_int(env, "ROLLUP_BATCH_SIZE", d.rollup_batch_size, 1),
             rollup_job_seconds=_int(env, "ROLLUP_JOB_SECONDS", d.rollup_job_seconds, 1),
             rollup_poll_ms=_int(env, "ROLLUP_POLL_MS", d.rollup_poll_ms, 10),
+            rollup_vacuum_seconds=_int(env, "ROLLUP_VACUUM_SECONDS", d.rollup_vacuum_seconds, 0),
             silent_after=_duration(env, "SILENT_AFTER", d.silent_after),
             cursor_secret=env.get("CURSOR_SECRET") or d.cursor_secret,
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("auto", "json", "text")),

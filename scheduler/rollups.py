@@ -5,8 +5,10 @@ that writes them (sql/drain/*_write.sql). This job, run by its own ``rollups`` w
 of marks (deleting them in its transaction: a crash gives them back), and per device:
 
 - *in order* (every new reading is newer than the last one the rollups hold, the steady-load case):
-  counter_steps() judges only the frontier reading and the new ones, reading a few raw readings
-  around them, and their contributions are added to the rows (sql/rollups/*_append.sql);
+  counter_steps() judges only the frontier reading and the new ones, and their contributions are
+  added to the rows (sql/rollups/*_append.sql). The 2 readings before the frontier come from the
+  tail cache (rollup_tails, written by the previous fold), so the fold reads from raw history only
+  the readings it folds; a device without a tail (its first fold, or after a recompute) looks them up;
 - *late* (a reading older than what the rollups hold): the hours from the reading before it to the
   second reading after it, every reading whose contribution it may change, are recomputed from raw
   history (sql/rollups/*_recompute.sql).
@@ -78,27 +80,36 @@ class MaintenanceTotals:
     devices: int = 0
     in_order: int = 0
     late: int = 0
+    full: bool = False  # the last batch took as many marks as it may: more are waiting
 
 
 def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str, datetime, datetime]],
                settings: Settings, totals: MaintenanceTotals) -> None:
     ids = [m[0] for m in marks]
     since = min(m[1] for m in marks) - FRONTIER_REACH
+    # The frontier from the tail cache where a device has one; the others look at their rollup rows.
+    tails = {row[0]: row[1:] for row in conn.execute(load_sql("rollups/tails"),
+                                                    {"kind": kind.name, "device_ids": ids})}
+    untailed = [i for i in ids if i not in tails]
     frontier = {row[0]: row[2] for row in conn.execute(kind.composed("frontier"),
-                                                       {"device_ids": ids, "since": since})}
-    append, late = [], []
+                                                       {"device_ids": untailed, "since": since})} if untailed else {}
+    warm, cold, late = [], [], []
     for device_id, min_ts, max_ts in marks:
+        tail = tails.get(device_id)
         last = frontier.get(device_id)
-        if last is None or min_ts > last:
-            append.append((device_id, (last or min_ts) - MICROSECOND, max_ts, last))
-        else:
+        if tail is not None:
+            # The frontier lookup's horizon: a frontier row before `since` is none.
+            last = tail[0] if rollup_hour(tail[0]) >= since else None
+        if last is not None and min_ts <= last:
             late.append((device_id, min_ts, max_ts))
+        elif last is not None and tail is not None:
+            warm.append(((device_id, last - MICROSECOND, max_ts, last), tail))
+        else:
+            cold.append(((device_id, (last or min_ts) - MICROSECOND, max_ts, last), None))
     power = kind.max_power_kw(settings)
-    if append:
-        conn.execute(load_sql(f"rollups/{kind.name}_append"), {
-            "device_ids": [a[0] for a in append], "from_ts": [a[1] for a in append],
-            "to_ts": [a[2] for a in append], "frontier_ts": [a[3] for a in append], "max_power_kw": power,
-            "earliest_from": min(a[1] for a in append), "latest_to": max(a[2] for a in append)})
+    for group in (warm, cold):
+        if group:
+            _append(conn, kind, group, power)
     if late:
         spans = []
         for device_id, min_ts, max_ts in late:
@@ -106,8 +117,24 @@ def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str
                                        {"device_id": device_id, "min_ts": min_ts, "max_ts": max_ts}).fetchone()
             spans.append((device_id, rollup_hour(first), rollup_hour(last)))
         recompute(conn, kind, spans, settings)
-    totals.in_order += len(append)
+    totals.in_order += len(warm) + len(cold)
     totals.late += len(late)
+
+
+def _append(conn: psycopg.Connection, kind: RollupKind, group: list, max_power_kw: float) -> None:
+    """Run the in-order fold for devices that all have a tail (the 2 readings before it known) or none."""
+    known = None
+    if group[0][1] is not None:
+        known = [(a[0], ts, kwh) for a, (_, prev_ts, prev_kwh, prev2_ts, prev2_kwh) in group
+                 for ts, kwh in ((prev_ts, prev_kwh), (prev2_ts, prev2_kwh)) if ts is not None]
+    appends = [a for a, _ in group]
+    conn.execute(load_sql(f"rollups/{kind.name}_append"), {
+        "device_ids": [a[0] for a in appends], "from_ts": [a[1] for a in appends],
+        "to_ts": [a[2] for a in appends], "frontier_ts": [a[3] for a in appends], "max_power_kw": max_power_kw,
+        "earliest_from": min(a[1] for a in appends), "latest_to": max(a[2] for a in appends),
+        "known_ids": None if known is None else [k[0] for k in known],
+        "known_ts": None if known is None else [k[1] for k in known],
+        "known_kwh": None if known is None else [k[2] for k in known]})
 
 
 def recompute(conn: psycopg.Connection, kind: RollupKind, spans: list[tuple[str, datetime, datetime]],
@@ -115,31 +142,38 @@ def recompute(conn: psycopg.Connection, kind: RollupKind, spans: list[tuple[str,
     """Recompute the rows of buckets first_hour .. last_hour of each (device, first_hour, last_hour) from raw."""
     params = {"device_ids": [s[0] for s in spans], "from_hours": [s[1] for s in spans],
               "to_hours": [s[2] for s in spans]}
+    conn.execute(load_sql("rollups/forget_tails"), {"kind": kind.name, "device_ids": params["device_ids"]})
     conn.execute(kind.composed("delete_hours"), params)
     conn.execute(load_sql(f"rollups/{kind.name}_recompute"), {**params, "max_power_kw": kind.max_power_kw(settings)})
 
 
-def maintain_once(conn: psycopg.Connection, settings: Settings, limit: int) -> int:
+def maintain_once(conn: psycopg.Connection, settings: Settings, limit: int,
+                  totals: MaintenanceTotals | None = None) -> int:
     """Fold one batch of marks into the rollups in one transaction; return how many devices it took."""
-    totals = MaintenanceTotals()
+    totals = totals or MaintenanceTotals()
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
         claimed = conn.execute(load_sql("rollups/claim_marks"),
                                {"limit": limit, "lock_class": DEVICE_LOCK_CLASS}).fetchall()
         by_kind: dict[str, list] = {}
-        for kind_name, device_id, min_ts, max_ts in claimed:
+        for kind_name, device_id, min_ts, max_ts, _ in claimed:
             by_kind.setdefault(kind_name, []).append((device_id, min_ts, max_ts))
         for kind_name, marks in by_kind.items():
             _fold_kind(conn, ROLLUP_KINDS[kind_name], marks, settings, totals)
+    totals.batches += bool(claimed)
+    totals.devices += len(claimed)
+    totals.full = bool(claimed) and claimed[0][4]
     return len(claimed)
 
 
 def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection | None = None,
              stop: threading.Event | None = None) -> dict:
-    """Fold marks until none is left, then poll every ROLLUP_POLL_MS until ``seconds`` have passed.
+    """Fold the marks, then every ROLLUP_POLL_MS the marks committed meanwhile, until ``seconds`` have passed.
 
-    One connection for the whole run: its statements are prepared once (planning the lateral
-    counter_steps() over every partition costs more than running it for a batch).
+    A full batch (a backlog) is followed at once by the next; otherwise the job waits for the poll
+    interval, so that at steady load a fold takes every device that reported in it: the cost of a fold
+    is mostly per device and per statement, not per reading. One connection for the whole run: its
+    statements are prepared once.
     """
     deadline = time.monotonic() + seconds
     own = conn is None
@@ -147,13 +181,15 @@ def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection 
     # compilation took seconds per batch (10x the execution) for nothing.
     conn = conn or connect(settings, autocommit=True, application_name="energy-rollups", prepare_threshold=0,
                            options="-c jit=off")
-    devices = batches = 0
+    totals = MaintenanceTotals()
+    vacuumed = time.monotonic()
     try:
         while True:
-            taken = maintain_once(conn, settings, settings.rollup_batch_size)
-            devices += taken
-            batches += bool(taken)
-            if taken:
+            maintain_once(conn, settings, settings.rollup_batch_size, totals)
+            if settings.rollup_vacuum_seconds and time.monotonic() - vacuumed >= settings.rollup_vacuum_seconds:
+                vacuum_churned_tables(conn)
+                vacuumed = time.monotonic()
+            if totals.full:
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (stop or threading.Event()).wait(min(remaining, settings.rollup_poll_ms / 1000)):
@@ -161,7 +197,21 @@ def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection 
     finally:
         if own:
             conn.close()
-    return {"devices": devices, "batches": batches}
+    return {"devices": totals.devices, "batches": totals.batches, "inOrder": totals.in_order, "late": totals.late}
+
+
+def vacuum_churned_tables(conn: psycopg.Connection) -> None:
+    """VACUUM what the fold rewrites at every reading: the marks, the tails, today's rollup partitions.
+
+    At steady load each reading leaves a dead mark and a dead version of its device's frontier row and
+    tail; left to autovacuum (off on some servers, a minute or more behind on others), they grew to tens
+    of dead rows per live one and every fold statement slowed down scanning them.
+    """
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    tables = ["rollup_marks", "rollup_tails"] + [f"{kind.rollups}_{day}" for kind in ROLLUP_KINDS.values()]
+    existing = {r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relname = ANY(%s)", (tables,))}
+    names = sql.SQL(", ").join(sql.Identifier(t) for t in tables if t in existing)
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(names))
 
 
 def maintain_rollups() -> dict:

@@ -31,7 +31,8 @@ EXPLICIT_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 # A Redis server to claim a db on (instead of the local or embedded one), e.g. a private server.
 REDIS_SERVER_URL = os.environ.get("TEST_REDIS_SERVER")
 TABLES = ("meter_readings", "vehicle_readings", "meter_latest", "vehicle_latest", "vehicle_meter_map",
-          "reading_conflicts", "meter_hourly_rollups", "vehicle_hourly_rollups", "rollup_marks")
+          "reading_conflicts", "meter_hourly_rollups", "vehicle_hourly_rollups", "rollup_marks",
+          "rollup_tails")
 SESSION_LOCK_KEY = "energy-tests:session-lock"
 SESSION_LOCK_SECONDS = 3600
 SESSION_TOKEN = uuid.uuid4().hex

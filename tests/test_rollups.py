@@ -127,6 +127,9 @@ reading_gap = st.one_of(st.integers(min_value=1, max_value=5), st.integers(min_v
                         st.integers(min_value=166 * 60, max_value=170 * 60))
 
 
+RULE_COLUMNS = "device_id, ts, kwh, energy_kwh, is_glitch, is_reset, is_implausible, predecessor_ts"
+
+
 @PROFILE
 @given(
     devices=st.lists(st.tuples(st.lists(st.tuples(reading_gap, counter_step), min_size=1, max_size=10),
@@ -162,20 +165,83 @@ def test_counter_steps_batch_equals_counter_steps(db, settings, devices, kind):
         return sorted((d, *row) for d, (f, t) in zip(ids, windows, strict=True) for row in db.execute(
             "SELECT * FROM counter_steps(%s, %s, %s, %s, %s)", (kind, d, f, t, power)))
 
-    def batch(look_after):
+    def batch(look_after, known=None, columns=RULE_COLUMNS):
         return sorted(db.execute(
-            "SELECT * FROM counter_steps_batch(%s, %s, %s, %s, %s, %s, %s, %s)",
+            f"SELECT {columns} FROM counter_steps_batch(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (kind, ids, [w[0] for w in windows], [w[1] for w in windows], min(w[0] for w in windows),
-             max(w[1] for w in windows), power, look_after)).fetchall())
+             max(w[1] for w in windows), power, look_after, *(known or (None, None, None)))).fetchall())
 
     assert batch(True) == one_by_one()
-    # look_after false: as if no reading came after each device's window.
+    # The tail cache's form (migration 0012): the 2 readings before each from_ts given as values.
     table, column = ("meter_readings", "meter_id") if kind == "meter" else ("vehicle_readings", "vehicle_id")
+    value = "kwh_consumed_ac" if kind == "meter" else "kwh_delivered_dc"
+    known = [(d, *row) for d, (f, _) in zip(ids, windows, strict=True) for row in db.execute(
+        f"SELECT ts, {value} FROM {table} WHERE {column} = %s AND ts <= %s ORDER BY ts DESC LIMIT 2", (d, f))]
+    known_arrays = ([k[0] for k in known], [k[1] for k in known], [k[2] for k in known])
+    assert batch(True, known_arrays, "*") == batch(True, None, "*")
+    # prev_* are each reading's raw neighbours before it, where the series read reaches them.
+    history = {d: [r[0] for r in db.execute(f"SELECT ts FROM {table} WHERE {column} = %s ORDER BY ts", (d,))]
+               for d in ids}
+    for row in batch(True, None, "device_id, ts, prev_ts, prev2_ts"):
+        before = [ts for ts in history[row[0]] if ts < row[1]][-2:][::-1]
+        known_before = [ts for ts in row[2:] if ts is not None]
+        assert row[2] is not None or row[3] is None
+        assert known_before == before[:len(known_before)]
+    # look_after false: as if no reading came after each device's window.
     without_after = batch(False)
     with db.transaction(force_rollback=True):
         for d, (_, t) in zip(ids, windows, strict=True):
             db.execute(f"DELETE FROM {table} WHERE {column} = %s AND ts > %s", (d, t))
         assert without_after == one_by_one()
+
+
+def tail_of(db, meter_id):
+    return db.execute("SELECT last_ts, prev_ts, prev_kwh, prev2_ts, prev2_kwh FROM rollup_tails "
+                      "WHERE kind = 'meter' AND device_id = %s", (meter_id,)).fetchone()
+
+
+def test_tail_cache_holds_the_two_readings_before_the_frontier(db, settings):
+    """The in-order fold keeps each device's newest reading and the 2 before it (migration 0012)."""
+    times = [BASE + timedelta(minutes=m) for m in (1, 2, 3, 5, 8)]
+    for i, ts in enumerate(times):
+        write(settings, [("m-tail", ts, 10.0 + i)])
+        fold(settings)
+        if i >= 2:
+            assert tail_of(db, "m-tail") == (ts, times[i - 1], 9.0 + i, times[i - 2], 8.0 + i)
+
+
+def test_late_reading_before_the_frontier_replaces_a_stale_tail(db, settings):
+    """A late reading between the frontier and its predecessor: the recompute drops the tail, and the
+    next in-order fold judges from raw history again (with the stale tail, the frontier's drop from
+    100 to 50 would still be a reset and its step from the late 40 would be lost)."""
+    times = [BASE + timedelta(minutes=m) for m in (0, 10, 20, 30)]
+    write(settings, [("m-stale", ts, v) for ts, v in zip(times, (98.0, 99.0, 100.0, 50.0), strict=True)])
+    fold(settings)
+    assert tail_of(db, "m-stale")[0] == times[-1]
+    write(settings, [("m-stale", times[-1] - timedelta(minutes=1), 40.0)])  # late: the reset was here
+    fold(settings)
+    assert tail_of(db, "m-stale") is None
+    write(settings, [("m-stale", times[-1] + timedelta(minutes=10), 60.0)])
+    fold(settings)
+    assert tail_of(db, "m-stale")[1:3] == (times[-1], 50.0)
+    incremental = rollup_rows(db)
+    rows = incremental["meter_hourly_rollups"]
+    assert (sum(r[3] for r in rows), sum(r[4] for r in rows)) == (22, 1)  # 98 -> 100, 40 -> 60; one reset
+    rollups.rebuild(settings, (BASE - timedelta(days=1)).date(), (BASE + timedelta(days=1)).date())
+    assert rollup_rows(db) == incremental
+
+
+def test_the_job_vacuums_the_tables_it_churns(db, settings):
+    """Each reading leaves a dead mark, tail and frontier version: the job vacuums them itself."""
+    write(settings, [("m-vacuum", BASE + timedelta(minutes=i), float(i)) for i in range(1, 5)])
+    fold(settings)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        rollups.vacuum_churned_tables(conn)
+        conn.execute("SET stats_fetch_consistency = none")
+        vacuumed = {r[0] for r in conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL "
+            "AND relname IN ('rollup_marks', 'rollup_tails')")}
+    assert vacuumed == {"rollup_marks", "rollup_tails"}
 
 
 def test_late_reading_three_days_back_changes_exactly_its_hours(client, db, settings):

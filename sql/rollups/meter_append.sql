@@ -9,7 +9,17 @@ WITH devices AS (
 ), steps AS (
     SELECT * FROM counter_steps_batch('meter', %(device_ids)s::text[], %(from_ts)s::timestamptz[],
                                       %(to_ts)s::timestamptz[], %(earliest_from)s::timestamptz,
-                                      %(latest_to)s::timestamptz, %(max_power_kw)s, false)
+                                      %(latest_to)s::timestamptz, %(max_power_kw)s, false,
+                                      %(known_ids)s::text[], %(known_ts)s::timestamptz[],
+                                      %(known_kwh)s::double precision[])
+), tails AS (
+    INSERT INTO rollup_tails AS t (kind, device_id, last_ts, prev_ts, prev_kwh, prev2_ts, prev2_kwh)
+    SELECT DISTINCT ON (s.device_id) 'meter', s.device_id, s.ts, s.prev_ts, s.prev_kwh, s.prev2_ts, s.prev2_kwh
+    FROM steps s
+    ORDER BY s.device_id, s.ts DESC
+    ON CONFLICT (kind, device_id) DO UPDATE SET
+        last_ts = EXCLUDED.last_ts, prev_ts = EXCLUDED.prev_ts, prev_kwh = EXCLUDED.prev_kwh,
+        prev2_ts = EXCLUDED.prev2_ts, prev2_kwh = EXCLUDED.prev2_kwh
 ), energy AS (
     SELECT d.meter_id, rollup_hour(s.ts) AS hour,
            count(*) FILTER (WHERE d.frontier_ts IS NULL OR s.ts > d.frontier_ts) AS readings,

@@ -2,8 +2,11 @@
 -- reading their rollups hold (the frontier), into the rollups, reading only the raw readings around
 -- them. Parameters: device_ids, from_ts, to_ts, frontier_ts (arrays, one element per device),
 -- max_power_kw (MAX_VEHICLE_POWER_KW), earliest_from and latest_to (min(from_ts), max(to_ts): plain
--- values, so partitions are pruned once for the batch). One counter_steps_batch() call (migration
--- 0011, counter_steps() for many devices) judges the whole batch.
+-- values, so partitions are pruned once for the batch), known_ids, known_ts, known_kwh (the 2
+-- readings before each device's frontier from rollup_tails, one element per reading; NULL for a
+-- batch of devices without a tail, whose look before then reads raw history). One
+-- counter_steps_batch() call (migration 0012, counter_steps() for many devices) judges the batch.
+-- The devices' newest readings and their 2 predecessors become their rollup_tails rows (0012).
 -- from_ts is just before the frontier reading (or before the first new reading when the device has
 -- no rollup yet), to_ts the newest new reading. counter_steps() judges the frontier reading again
 -- (its next reading has come: a last drop may now be a glitch) and the new ones; the frontier's row
@@ -18,7 +21,17 @@ WITH devices AS (
 ), steps AS (
     SELECT * FROM counter_steps_batch('vehicle', %(device_ids)s::text[], %(from_ts)s::timestamptz[],
                                       %(to_ts)s::timestamptz[], %(earliest_from)s::timestamptz,
-                                      %(latest_to)s::timestamptz, %(max_power_kw)s, false)
+                                      %(latest_to)s::timestamptz, %(max_power_kw)s, false,
+                                      %(known_ids)s::text[], %(known_ts)s::timestamptz[],
+                                      %(known_kwh)s::double precision[])
+), tails AS (
+    INSERT INTO rollup_tails AS t (kind, device_id, last_ts, prev_ts, prev_kwh, prev2_ts, prev2_kwh)
+    SELECT DISTINCT ON (s.device_id) 'vehicle', s.device_id, s.ts, s.prev_ts, s.prev_kwh, s.prev2_ts, s.prev2_kwh
+    FROM steps s
+    ORDER BY s.device_id, s.ts DESC
+    ON CONFLICT (kind, device_id) DO UPDATE SET
+        last_ts = EXCLUDED.last_ts, prev_ts = EXCLUDED.prev_ts, prev_kwh = EXCLUDED.prev_kwh,
+        prev2_ts = EXCLUDED.prev2_ts, prev2_kwh = EXCLUDED.prev2_kwh
 ), energy AS (
     SELECT d.vehicle_id, rollup_hour(s.ts) AS hour,
            count(*) FILTER (WHERE d.frontier_ts IS NULL OR s.ts > d.frontier_ts) AS readings,
