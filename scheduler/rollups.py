@@ -142,7 +142,8 @@ def recompute(conn: psycopg.Connection, kind: RollupKind, spans: list[tuple[str,
     """Recompute the rows of buckets first_hour .. last_hour of each (device, first_hour, last_hour) from raw."""
     params = {"device_ids": [s[0] for s in spans], "from_hours": [s[1] for s in spans],
               "to_hours": [s[2] for s in spans]}
-    conn.execute(load_sql("rollups/forget_tails"), {"kind": kind.name, "device_ids": params["device_ids"]})
+    conn.execute(load_sql("rollups/forget_tails"), {"kind": kind.name, "device_ids": params["device_ids"],
+                                                    "to_hours": params["to_hours"]})
     conn.execute(kind.composed("delete_hours"), params)
     conn.execute(load_sql(f"rollups/{kind.name}_recompute"), {**params, "max_power_kw": kind.max_power_kw(settings)})
 

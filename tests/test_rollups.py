@@ -231,6 +231,22 @@ def test_late_reading_before_the_frontier_replaces_a_stale_tail(db, settings):
     assert rollup_rows(db) == incremental
 
 
+def test_a_backfill_of_older_days_keeps_the_tail(db, settings):
+    """Late readings far before the frontier change neither its 2 readings before nor the frontier."""
+    recent = [BASE + timedelta(hours=30 + h) for h in range(5)]  # the span ends at the 2nd: hour 31
+    write(settings, [("m-backfill", ts, 500.0 + i) for i, ts in enumerate(recent)])
+    fold(settings)
+    tail = tail_of(db, "m-backfill")
+    write(settings, [("m-backfill", BASE + timedelta(minutes=m), 100.0 + m) for m in range(30)])
+    assert fold(settings)["late"] == 1
+    assert tail_of(db, "m-backfill") == tail
+    write(settings, [("m-backfill", recent[-1] + timedelta(minutes=10), 510.0)])
+    fold(settings)
+    incremental = rollup_rows(db)
+    rollups.rebuild(settings, (BASE - timedelta(days=1)).date(), (BASE + timedelta(days=2)).date())
+    assert rollup_rows(db) == incremental
+
+
 def test_the_job_vacuums_the_tables_it_churns(db, settings):
     """Each reading leaves a dead mark, tail and frontier version: the job vacuums them itself."""
     write(settings, [("m-vacuum", BASE + timedelta(minutes=i), float(i)) for i in range(1, 5)])
