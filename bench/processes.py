@@ -133,13 +133,16 @@ class ProcessSet:
 
 
 def _tree_cpu_seconds(root: psutil.Process) -> float:
-    """Return the CPU time of ``root``, its live descendants and the children it has reaped."""
-    t = root.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in root.children(recursive=True):
+    """Return the CPU time of ``root``, its live descendants and the children each of them has reaped.
+
+    A reaped child's time is in its parent's children_* only: an RQ worker under honcho reaps a work
+    horse per job, and counting the root's reaped children alone lost every finished horse's time.
+    """
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            c = child.cpu_times()
-            total += c.user + c.system
+            c = process.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
     return total
 
 
