@@ -68,7 +68,7 @@ test-reliability: $(DEV_STAMP)
 	RELIABILITY_SUITE=1 $(BIN)/pytest tests/reliability
 
 # The benchmark against this machine's floors (docs/performance.md): its own database and Redis db 13,
-# the Procfile's processes; about 20 minutes. The table and JSON land in bench-results/.
+# the Procfile's processes; about 30 minutes. The table and JSON land in bench-results/.
 bench: $(BENCH_STAMP) $(DEV_STAMP)
 	$(BIN)/python -m bench.run --size full
 
