@@ -87,29 +87,33 @@ def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str
                settings: Settings, totals: MaintenanceTotals) -> None:
     ids = [m[0] for m in marks]
     since = min(m[1] for m in marks) - FRONTIER_REACH
-    # The frontier from the tail cache where a device has one; the others look at their rollup rows.
+    # The frontier from the tail cache where a device has one (within the lookup's horizon: a frontier
+    # before `since` is none); the others look at their rollup rows.
     tails = {row[0]: row[1:] for row in conn.execute(load_sql("rollups/tails"),
                                                     {"kind": kind.name, "device_ids": ids})}
+    frontier = {d: tail[0] for d, tail in tails.items() if rollup_hour(tail[0]) >= since}
     untailed = [i for i in ids if i not in tails]
-    frontier = {row[0]: row[2] for row in conn.execute(kind.composed("frontier"),
-                                                       {"device_ids": untailed, "since": since})} if untailed else {}
-    warm, cold, late = [], [], []
+    if untailed:
+        frontier.update((row[0], row[2]) for row in conn.execute(kind.composed("frontier"),
+                                                                 {"device_ids": untailed, "since": since}))
+    warm, known, cold, late = [], [], [], []
     for device_id, min_ts, max_ts in marks:
         tail = tails.get(device_id)
         last = frontier.get(device_id)
-        if tail is not None:
-            # The frontier lookup's horizon: a frontier row before `since` is none.
-            last = tail[0] if rollup_hour(tail[0]) >= since else None
         if last is not None and min_ts <= last:
             late.append((device_id, min_ts, max_ts))
         elif last is not None and tail is not None:
-            warm.append(((device_id, last - MICROSECOND, max_ts, last), tail))
+            warm.append((device_id, last - MICROSECOND, max_ts, last))
+            _, prev_ts, prev_kwh, prev2_ts, prev2_kwh = tail
+            known += [(device_id, ts, kwh) for ts, kwh in ((prev_ts, prev_kwh), (prev2_ts, prev2_kwh))
+                      if ts is not None]
         else:
-            cold.append(((device_id, (last or min_ts) - MICROSECOND, max_ts, last), None))
+            cold.append((device_id, (last or min_ts) - MICROSECOND, max_ts, last))
     power = kind.max_power_kw(settings)
-    for group in (warm, cold):
-        if group:
-            _append(conn, kind, group, power)
+    if warm:
+        _append(conn, kind, warm, power, known)
+    if cold:
+        _append(conn, kind, cold, power)
     if late:
         spans = []
         for device_id, min_ts, max_ts in late:
@@ -121,13 +125,9 @@ def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str
     totals.late += len(late)
 
 
-def _append(conn: psycopg.Connection, kind: RollupKind, group: list, max_power_kw: float) -> None:
-    """Run the in-order fold for devices that all have a tail (the 2 readings before it known) or none."""
-    known = None
-    if group[0][1] is not None:
-        known = [(a[0], ts, kwh) for a, (_, prev_ts, prev_kwh, prev2_ts, prev2_kwh) in group
-                 for ts, kwh in ((prev_ts, prev_kwh), (prev2_ts, prev2_kwh)) if ts is not None]
-    appends = [a for a, _ in group]
+def _append(conn: psycopg.Connection, kind: RollupKind, appends: list[tuple], max_power_kw: float,
+            known: list[tuple] | None = None) -> None:
+    """Run the in-order fold; ``known``: the 2 readings before each frontier (tails), else read from raw."""
     conn.execute(load_sql(f"rollups/{kind.name}_append"), {
         "device_ids": [a[0] for a in appends], "from_ts": [a[1] for a in appends],
         "to_ts": [a[2] for a in appends], "frontier_ts": [a[3] for a in appends], "max_power_kw": max_power_kw,
