@@ -45,6 +45,7 @@ def test_a_device_key_gets_ingest_and_read_by_default(client):
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"scopes": ["read"]}, "name"),
+    ({"name": "gate\u0000way", "scopes": ["read"]}, "name"),  # Postgres text refuses NUL: a 400, not a 500
     ({"name": "x", "scopes": ["root"]}, "scopes"),
     ({"name": "x", "scopes": []}, "scopes"),
     ({"name": "x", "scopes": "read"}, "scopes"),
@@ -60,6 +61,13 @@ def test_an_invalid_key_is_400_naming_the_field(client, db, body, field):
     r = client.post("/v1/keys", json=body)
     assert r.status_code == 400
     assert field in r.get_json()["fields"]
+    assert count_keys(db) == before
+
+
+def test_a_key_name_with_an_unpaired_surrogate_is_a_400(client, db):
+    before = count_keys(db)
+    r = client.post("/v1/keys", data='{"name": "\\ud800", "scopes": ["read"]}', content_type="application/json")
+    assert r.status_code == 400, r.get_json()
     assert count_keys(db) == before
 
 

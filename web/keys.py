@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,12 @@ class KeyRequestSchema(Schema):
     rateLimit = fields.String(load_default=None, allow_none=True, metadata={"example": "120/minute"},
                               validate=validate.Regexp(RATE_LIMIT_PATTERN, error="Give a rate such as 120/minute."))
     expiresAt = fields.AwareDateTime(format="iso", load_default=None, allow_none=True)
+
+    @validates("name")
+    def _printable(self, value, **_):
+        # Postgres text refuses NUL, UTF-8 refuses lone surrogates; a label has no use for control characters.
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+            raise ValidationError("Must not contain control characters or unpaired surrogates.")
 
     @validates("expiresAt")
     def _in_the_future(self, value, **_):
