@@ -114,6 +114,11 @@ def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str
         _append(conn, kind, warm, power, known)
     if cold:
         _append(conn, kind, cold, power)
+    # Prior sums change only where the append made new rows: a fold whose readings all fall in the
+    # frontier's hour grew that row alone, and its prior sums depend on the rows before it.
+    grown = [(a[0], rollup_hour(a[1])) for a in warm + cold if a[3] is None or rollup_hour(a[2]) != rollup_hour(a[3])]
+    if grown:
+        cumulate(conn, kind, grown)
     if late:
         spans = []
         for device_id, min_ts, max_ts in late:
@@ -146,6 +151,15 @@ def recompute(conn: psycopg.Connection, kind: RollupKind, spans: list[tuple[str,
                                                     "to_hours": params["to_hours"]})
     conn.execute(kind.composed("delete_hours"), params)
     conn.execute(load_sql(f"rollups/{kind.name}_recompute"), {**params, "max_power_kw": kind.max_power_kw(settings)})
+    cumulate(conn, kind, [(s[0], s[1]) for s in spans])
+
+
+def cumulate(conn: psycopg.Connection, kind: RollupKind, changed: list[tuple[str, datetime]]) -> None:
+    """Make the prior sums (prior_*, migration 0013) true from each (device, first changed hour) on."""
+    earliest = min(c[1] for c in changed)
+    conn.execute(load_sql(f"rollups/{kind.name}_cumulative"), {
+        "device_ids": [c[0] for c in changed], "from_hours": [c[1] for c in changed],
+        "since": earliest - FRONTIER_REACH, "earliest": earliest})
 
 
 def maintain_once(conn: psycopg.Connection, settings: Settings, limit: int,

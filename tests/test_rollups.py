@@ -53,6 +53,23 @@ def rollup_rows(db):
             for t in ("meter_hourly_rollups", "vehicle_hourly_rollups")}
 
 
+PRIOR_SUMS = {"meter_hourly_rollups": ("readings", "energy_kwh", "counter_resets", "glitches", "implausible_steps"),
+              "vehicle_hourly_rollups": ("readings", "energy_kwh", "counter_resets", "glitches", "implausible_steps",
+                                         "battery_temp_sum")}
+
+
+def assert_prior_sums_hold(db):
+    """Every row's prior sums are the previous row's plus its values (migration 0013), none missing."""
+    for table, columns in PRIOR_SUMS.items():
+        device = table.split("_")[0] + "_id"
+        checks = " OR ".join(f"prior_{c} IS DISTINCT FROM coalesce(lag(prior_{c} + {c}) OVER w, prior_{c})"
+                             for c in columns)
+        bad = db.execute(
+            f"SELECT * FROM (SELECT {device}, hour, ({checks}) OR prior_readings IS NULL AS bad FROM {table} "
+            f"WINDOW w AS (PARTITION BY {device} ORDER BY hour)) x WHERE bad LIMIT 5").fetchall()
+        assert not bad, (table, bad)
+
+
 counter_step = st.one_of(
     st.integers(min_value=0, max_value=800).map(lambda wh: ("up", wh)),   # ordinary charging, in Wh
     st.just(("zero", 0)),                                                # a placeholder zero (glitch or reset)
@@ -115,11 +132,27 @@ def test_rollup_answers_equal_raw_under_shuffled_late_repeated_delivery(
     check()  # exact also with marks pending (those hours are read raw)
     fold(settings)
     assert db.execute("SELECT count(*) FROM rollup_marks").fetchone()[0] == 0
+    assert_prior_sums_hold(db)
     check()
+    check_fleet_ranking(client, db, settings, vehicle_id, windows)
     # Folding everything again from scratch (the rebuild) changes nothing.
     before = rollup_rows(db)
     rollups.rebuild(settings, (BASE - timedelta(days=1)).date(), (BASE + timedelta(days=1)).date())
     assert rollup_rows(db) == before
+
+
+def check_fleet_ranking(client, db, settings, vehicle_id, windows):
+    """The ranking's row of the vehicle equals the raw answer, and the ranking is in efficiency order."""
+    for start_min, hours in windows:
+        from_ts = BASE + timedelta(hours=start_min // 60 + 1)
+        to_ts = from_ts + timedelta(hours=hours)
+        r = client.get("/v1/analytics/vehicles", query_string={"hours": hours, "to": iso(to_ts), "limit": 1000})
+        assert r.status_code == 200, r.get_json()
+        rows = r.get_json()["vehicles"]
+        assert {row["vehicleId"]: row for row in rows}[vehicle_id] == raw_answer(db, settings, vehicle_id, from_ts,
+                                                                                to_ts)
+        keys = [(row["efficiencyRatio"] is None, row["efficiencyRatio"] or 0.0, row["vehicleId"]) for row in rows]
+        assert keys == sorted(keys)
 
 
 # Gaps between readings: mostly a minute or a few, sometimes across counter_steps()'s 7-day neighbourhood.
@@ -265,15 +298,18 @@ def test_late_reading_three_days_back_changes_exactly_its_hours(client, db, sett
     meter = [("m-late", start + timedelta(minutes=10 * i), 100 + i) for i in range(6 * 24 * 4)]
     write(settings, meter)
     fold(settings)
-    before = {r[1]: r for r in db.execute("SELECT * FROM meter_hourly_rollups WHERE meter_id = 'm-late'")}
+    figures = "SELECT * FROM meter_hourly_rollups WHERE meter_id = 'm-late'"
+    before = {r[1]: r[:-len(PRIOR_SUMS["meter_hourly_rollups"])] for r in db.execute(figures)}
     # A placeholder zero three days back, between two readings: a glitch in its hour.
     late_ts = start + timedelta(hours=5, minutes=15)
     write(settings, [("m-late", late_ts, 0.0)])
     fold(settings)
-    after = {r[1]: r for r in db.execute("SELECT * FROM meter_hourly_rollups WHERE meter_id = 'm-late'")}
+    after = {r[1]: r[:-len(PRIOR_SUMS["meter_hourly_rollups"])] for r in db.execute(figures)}
     changed = {h for h in after if after[h] != before.get(h)}
     assert changed == {start + timedelta(hours=5)}
     assert after[start + timedelta(hours=5)][5] == 1  # glitches
+    # The later hours' prior sums (not figures of theirs) count the one more reading.
+    assert_prior_sums_hold(db)
 
 
 def test_marks_survive_a_crash_between_marking_and_folding(db, settings):
@@ -306,6 +342,7 @@ def test_two_maintenance_jobs_at_once_produce_the_same_rollups(db, settings):
     for t in threads:
         t.join()
     fold(settings)
+    assert_prior_sums_hold(db)
     concurrent = rollup_rows(db)
     rollups.rebuild(settings, (BASE - timedelta(days=1)).date(), (BASE + timedelta(days=1)).date())
     assert rollup_rows(db) == concurrent
@@ -385,7 +422,7 @@ def test_fleet_summary_reads_rollups_not_raw_history(db, settings):
     to_ts = BASE
     plan = "\n".join(r[0] for r in db.execute(
         "EXPLAIN " + __import__("common.database", fromlist=["load_sql"]).load_sql("fleet/vehicles"),
-        {"from_ts": to_ts - timedelta(hours=24), "to_ts": to_ts}).fetchall())
+        {"from_ts": to_ts - timedelta(hours=24), "to_ts": to_ts, "last_hour": to_ts - timedelta(hours=1)}).fetchall())
     assert "hourly_rollups" in plan
     assert "meter_readings" not in plan and "vehicle_readings" not in plan
 

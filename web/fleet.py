@@ -11,16 +11,16 @@ import base64
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import orjson
 from flask import Blueprint, current_app, jsonify
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from psycopg import sql as psycopg_sql
 
 from common.database import load_sql, rollup_hour
 from common.streams import format_ts
 from web import db
-from web.analytics import DEFAULT_HOURS, MAX_WINDOW_HOURS, _round, check_hours, figures, summarize
+from web.analytics import DEFAULT_HOURS, MAX_WINDOW_HOURS, _round, check_hours, summarize
 from web.errors import ApiError
 from web.params import check_in_calendar, parse_query
 
@@ -78,13 +78,19 @@ def window(query: dict, settings) -> tuple[int, datetime, datetime]:
     return hours, to_ts - timedelta(hours=hours), to_ts
 
 
-def fleet_rows(from_ts: datetime, to_ts: datetime) -> tuple[list[tuple], str]:
-    """Return every mapped vehicle's exact row over the window (sql/fleet/vehicles.sql), and asOf."""
+def fleet_query(name: str, params: dict) -> tuple[list[tuple], str]:
+    """Run sql/fleet/<name>.sql (wrapping sql/fleet/vehicles.sql) over the window; return its rows and asOf."""
+    statement = psycopg_sql.SQL(load_sql(f"fleet/{name}")).format(
+        vehicles=psycopg_sql.SQL(load_sql("fleet/vehicles")))
+    params = {**params, "last_hour": params["to_ts"] - HOUR}
+
     def read(conn):
         with conn.transaction(), conn.pipeline():
             conn.execute("SET LOCAL jit = off")  # JIT compilation of the aggregation cost more than it saved
+            # The figures are rounded through float8's shortest form (sql/fleet/vehicles.sql).
+            conn.execute("SET LOCAL extra_float_digits = 1")
             as_of = conn.execute(load_sql("fleet/as_of"))
-            rows = conn.execute(load_sql("fleet/vehicles"), {"from_ts": from_ts, "to_ts": to_ts})
+            rows = conn.execute(statement, params)
             return as_of.fetchone()[0], rows.fetchall()
 
     # The replica when there is a current one (web/db.py): its rollups and marks are one consistent state.
@@ -95,20 +101,10 @@ def fleet_rows(from_ts: datetime, to_ts: datetime) -> tuple[list[tuple], str]:
 def query_rows(row: tuple) -> tuple[tuple, tuple]:
     """Split a fleet row into the (meter row, vehicle row) that web/analytics.py summarises."""
     (_vehicle_id, meter_id, ac, m_resets, m_glitches, m_implausible, m_readings, m_baseline,
-     dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, temp_sum) = row
+     dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, temp_sum) = row[:15]
     avg_temp = temp_sum / v_readings if v_readings else None
     return ((meter_id, float(ac), m_resets, m_glitches, m_implausible, m_readings, m_baseline),
             (float(dc), v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_temp))
-
-
-def percentile(sorted_values: list[float], share: float) -> float | None:
-    """Linear interpolation between the closest ranks (as numpy's default and percentile_cont)."""
-    if not sorted_values:
-        return None
-    position = (len(sorted_values) - 1) * share
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 @bp.get("/v1/analytics/fleet")
@@ -116,44 +112,25 @@ def fleet_summary():
     """Return the fleet's AC and DC energy, efficiency, its percentiles and counter events over the window."""
     settings = current_app.config["SETTINGS"]
     hours, from_ts, to_ts = window(parse_query(_fleet_schema), settings)
-    rows, as_of = fleet_rows(from_ts, to_ts)
-    ac_by_meter: dict[str, tuple] = {}
-    dc = temp_sum = Decimal(0)
-    readings = 0
-    counts = {"counterResets": {"meter": 0, "vehicle": 0}, "glitches": {"meter": 0, "vehicle": 0},
-              "implausibleSteps": {"meter": 0, "vehicle": 0}}
-    ratios, warnings, with_warnings = [], 0, 0
-    for row in rows:
-        _ac_kwh, _dc_kwh, ratio, vehicle_warnings = figures(*query_rows(row))
-        ac_by_meter[row[1]] = row
-        dc += row[8]
-        readings += row[12]
-        temp_sum += row[14]
-        for name, index in (("counterResets", 9), ("glitches", 10), ("implausibleSteps", 11)):
-            counts[name]["vehicle"] += row[index]
-        if ratio is not None:
-            ratios.append(ratio)
-        warnings += len(vehicle_warnings)
-        with_warnings += bool(vehicle_warnings)
-    ac = sum((row[2] for row in ac_by_meter.values()), Decimal(0))
-    for row in ac_by_meter.values():  # a meter feeding two vehicles counts once
-        for name, index in (("counterResets", 3), ("glitches", 4), ("implausibleSteps", 5)):
-            counts[name]["meter"] += row[index]
+    rows, as_of = fleet_query("summary", {"from_ts": from_ts, "to_ts": to_ts})
+    (vehicles, meters, ac, dc, readings, temp_sum, m_resets, m_glitches, m_implausible, v_resets, v_glitches,
+     v_implausible, percentiles, with_ratio, warnings, with_warnings) = rows[0]
     ac_kwh, dc_kwh = _round(float(ac), 3), _round(float(dc), 3)
-    ratios.sort()
     return jsonify({
-        "vehicles": len(rows),
-        "meters": len(ac_by_meter),
+        "vehicles": vehicles,
+        "meters": meters,
         "windowHours": hours,
         "acKwh": ac_kwh,
         "dcKwh": dc_kwh,
         "efficiencyRatio": _round(dc_kwh / ac_kwh, 4) if ac_kwh else None,
-        "efficiencyPercentiles": {name: _round(percentile(ratios, share), 4) if ratios else None
-                                  for name, share in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9))},
-        "vehiclesWithEfficiency": len(ratios),
+        "efficiencyPercentiles": {name: _round(value, 4) for name, value in
+                                  zip(("p10", "p50", "p90"), percentiles or (None, None, None), strict=True)},
+        "vehiclesWithEfficiency": with_ratio,
         "avgBatteryTemp": _round(float(temp_sum / readings), 3) if readings else None,
-        **counts,
-        "warnings": warnings,
+        "counterResets": {"meter": int(m_resets), "vehicle": int(v_resets)},
+        "glitches": {"meter": int(m_glitches), "vehicle": int(v_glitches)},
+        "implausibleSteps": {"meter": int(m_implausible), "vehicle": int(v_implausible)},
+        "warnings": int(warnings),
         "vehiclesWithWarnings": with_warnings,
         "fromTs": format_ts(from_ts),
         "toTs": format_ts(to_ts),
@@ -186,28 +163,13 @@ def decode_cursor(cursor: str, key: bytes) -> dict:
         raise ApiError(400, "invalid_parameter", "cursor: Not a cursor of this query.", parameter="cursor") from None
 
 
-def _sort_value(row: tuple, sort: str):
-    """Return the figure a ranking sorts by, as the vehicle's answer states it."""
-    if sort == "avgBatteryTemp":
-        return _round(float(row[14] / row[12]), 3) if row[12] else None
-    ac_kwh, dc_kwh, ratio, _warnings = figures(*query_rows(row))
-    return {"efficiency": ratio, "dcKwh": dc_kwh, "acKwh": ac_kwh}[sort]
-
-
-def _sort_key(row: tuple, sort: str, descending: bool) -> tuple:
-    value = _sort_value(row, sort)
-    if value is None:
-        return (1, 0.0, row[0])  # no figure: last, whatever the order
-    return (0, -value if descending else value, row[0])
-
-
 @bp.get("/v1/analytics/vehicles")
 def vehicle_ranking():
     """Return every mapped vehicle's performance over the window, sorted and paginated."""
     settings = current_app.config["SETTINGS"]
     query = parse_query(_ranking_schema)
     key = settings.cursor_key()
-    after = None
+    after = (None, None, None)
     if query["cursor"]:
         state = decode_cursor(query["cursor"], key)
         if (state.get("sort"), state.get("order"), state.get("hours")) != (query["sort"], query["order"],
@@ -216,22 +178,22 @@ def vehicle_ranking():
                            "must stay the same).", parameter="cursor")
         try:
             query["to"] = datetime.fromisoformat(state["to"])
-            after = tuple(state["after"])
+            missing, value, vehicle_id = state["after"]
+            after = (int(missing), float(value), str(vehicle_id))
         except (KeyError, TypeError, ValueError):
             raise ApiError(400, "invalid_parameter", "cursor: Not a cursor of this query.",
                            parameter="cursor") from None
     hours, from_ts, to_ts = window(query, settings)
-    rows, as_of = fleet_rows(from_ts, to_ts)
-    descending = query["order"] == "desc"
-    keyed = sorted(((_sort_key(row, query["sort"], descending), row) for row in rows), key=lambda p: p[0])
-    if after is not None:
-        keyed = [p for p in keyed if p[0] > after]
-    page = keyed[:query["limit"]]
+    rows, as_of = fleet_query("ranking", {
+        "from_ts": from_ts, "to_ts": to_ts, "sort": query["sort"], "descending": query["order"] == "desc",
+        "limit": query["limit"] + 1, "after_missing": after[0], "after_value": after[1], "after_id": after[2]})
+    page = rows[:query["limit"]]
     next_cursor = None
-    if len(keyed) > query["limit"]:
+    if len(rows) > query["limit"]:
+        last = page[-1]
         next_cursor = encode_cursor({"sort": query["sort"], "order": query["order"], "hours": hours,
-                                     "to": format_ts(to_ts), "after": list(page[-1][0])}, key)
-    answers = [summarize(row[0], hours, from_ts, to_ts, *query_rows(row)) for _key, row in page]
+                                     "to": format_ts(to_ts), "after": [last[15], last[16], last[0]]}, key)
+    answers = [summarize(row[0], hours, from_ts, to_ts, *query_rows(row)) for row in page]
     return jsonify({"vehicles": answers, "next": next_cursor,
                     "fromTs": format_ts(from_ts), "toTs": format_ts(to_ts), "asOf": as_of})
 
