@@ -114,11 +114,11 @@ def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str
         _append(conn, kind, warm, power, known)
     if cold:
         _append(conn, kind, cold, power)
-    # Prior sums change only where the append made new rows: a fold whose readings all fall in the
-    # frontier's hour grew that row alone, and its prior sums depend on the rows before it.
-    grown = [(a[0], rollup_hour(a[1])) for a in warm + cold if a[3] is None or rollup_hour(a[2]) != rollup_hour(a[3])]
-    if grown:
-        cumulate(conn, kind, grown)
+    # The append gives new rows their prior sums from the frontier row; a device without one (its
+    # first rows, or back after a week) needs the look for the row before them.
+    unanchored = [(a[0], rollup_hour(a[1])) for a in cold if a[3] is None]
+    if unanchored:
+        cumulate(conn, kind, unanchored)
     if late:
         spans = []
         for device_id, min_ts, max_ts in late:

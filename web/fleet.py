@@ -1,8 +1,9 @@
 """GET /v1/analytics/fleet and GET /v1/analytics/vehicles: the whole fleet's figures from hourly rollups.
 
 A fleet window is a run of whole UTC hours (fromTs, toTs]: ``to`` defaults to the end of the current
-hour and must otherwise be a whole hour. Every vehicle's figures are summarised exactly as the
-per-vehicle endpoint does (web/analytics.py); the totals add the exact (numeric) sums.
+hour and must otherwise be a whole hour. sql/fleet/vehicles.sql computes every vehicle's figures as the
+per-vehicle endpoint states them (web/analytics.py), so the summary is one row and the ranking only
+its page, which summarize() turns into answers; the totals are exact (numeric) sums rounded here.
 """
 
 from __future__ import annotations

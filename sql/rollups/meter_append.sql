@@ -2,6 +2,11 @@
 -- parameters and reasoning, max_power_kw is MAX_METER_POWER_KW).
 -- Statistics from one range scan of the new readings (frontier_ts, to_ts] per device; a frontier row
 -- that gets no new reading keeps its statistics (neutral values: 0, +/-Infinity).
+-- Prior sums (migration 0013) of the new hours' rows: the frontier row's prior sums and its figures
+-- as this statement leaves them (less its last reading's old contribution, plus the new rows before
+-- them in hour order); the frontier row's own prior sums do not change (the rows before it did not).
+-- A device without a frontier row (no rollup within 170 h) gets NULL ones, which
+-- rollups/*_cumulative.sql fills in the same transaction.
 WITH devices AS (
     SELECT * FROM unnest(%(device_ids)s::text[], %(from_ts)s::timestamptz[], %(to_ts)s::timestamptz[],
                          %(frontier_ts)s::timestamptz[])
@@ -46,13 +51,29 @@ WITH devices AS (
 INSERT INTO meter_hourly_rollups AS r (
     meter_id, hour, readings, energy_kwh, counter_resets, glitches, implausible_steps,
     first_ts, first_kwh, first_predecessor_ts, last_ts, last_kwh, last_energy_kwh, last_is_reset,
-    last_is_glitch, last_is_implausible, voltage_sum, voltage_min, voltage_max)
+    last_is_glitch, last_is_implausible, voltage_sum, voltage_min, voltage_max, prior_readings, prior_energy_kwh,
+    prior_counter_resets, prior_glitches, prior_implausible_steps)
 SELECT e.meter_id, e.hour, e.readings, e.energy_kwh, e.counter_resets, e.glitches, e.implausible_steps,
        e.first_ts, e.first_kwh, e.first_predecessor_ts, e.last_ts, e.last_kwh, e.last_energy_kwh, e.last_is_reset,
        e.last_is_glitch, e.last_is_implausible, coalesce(t.voltage_sum, 0),
-       coalesce(t.voltage_min, 'Infinity'), coalesce(t.voltage_max, '-Infinity')
+       coalesce(t.voltage_min, 'Infinity'), coalesce(t.voltage_max, '-Infinity'),
+       f.prior_readings + f.readings + sum(e.readings) OVER w,
+       f.prior_energy_kwh + f.energy_kwh - f.last_energy_kwh + sum(e.energy_kwh) OVER w,
+       f.prior_counter_resets + f.counter_resets - f.last_is_reset::int + sum(e.counter_resets) OVER w,
+       f.prior_glitches + f.glitches - f.last_is_glitch::int + sum(e.glitches) OVER w,
+       f.prior_implausible_steps + f.implausible_steps - f.last_is_implausible::int + sum(e.implausible_steps) OVER w
 FROM energy e
+JOIN devices d ON d.meter_id = e.meter_id
 LEFT JOIN stats t ON t.meter_id = e.meter_id AND t.hour = e.hour
+LEFT JOIN LATERAL (
+    SELECT fr.prior_readings, fr.readings, fr.prior_energy_kwh, fr.energy_kwh, fr.last_energy_kwh,
+           fr.prior_counter_resets, fr.counter_resets, fr.last_is_reset, fr.prior_glitches, fr.glitches,
+           fr.last_is_glitch, fr.prior_implausible_steps, fr.implausible_steps, fr.last_is_implausible
+    FROM meter_hourly_rollups fr
+    WHERE e.hour > rollup_hour(d.frontier_ts) AND fr.meter_id = e.meter_id AND fr.hour = rollup_hour(d.frontier_ts)
+      AND fr.hour >= %(earliest_from)s::timestamptz - interval '1 hour' AND fr.hour <= %(latest_to)s::timestamptz
+) f ON true
+WINDOW w AS (PARTITION BY e.meter_id ORDER BY e.hour ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ON CONFLICT (meter_id, hour) DO UPDATE SET
     readings = r.readings + EXCLUDED.readings,
     energy_kwh = r.energy_kwh - r.last_energy_kwh + EXCLUDED.energy_kwh,
