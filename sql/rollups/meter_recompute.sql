@@ -35,4 +35,7 @@ SELECT e.meter_id, e.hour, e.readings, e.energy_kwh, e.counter_resets, e.glitche
        e.first_ts, e.first_kwh, e.first_predecessor_ts, e.last_ts, e.last_kwh, e.last_energy_kwh, e.last_is_reset,
        e.last_is_glitch, e.last_is_implausible, t.voltage_sum, t.voltage_min, t.voltage_max
 FROM energy e
-JOIN stats t ON t.meter_id = e.meter_id AND t.hour = e.hour;
+JOIN stats t ON t.meter_id = e.meter_id AND t.hour = e.hour
+-- Hour by hour: the fleet reads every device's row of one hour (sql/fleet/vehicles.sql), which then
+-- sit on few pages instead of one page each (a rebuild goes device by device).
+ORDER BY e.hour, e.meter_id;

@@ -37,4 +37,7 @@ SELECT e.vehicle_id, e.hour, e.readings, e.energy_kwh, e.counter_resets, e.glitc
        e.first_ts, e.first_kwh, e.first_predecessor_ts, e.last_ts, e.last_kwh, e.last_energy_kwh, e.last_is_reset,
        e.last_is_glitch, e.last_is_implausible, t.battery_temp_sum, t.battery_temp_max, t.soc_min, t.soc_max, t.soc_last
 FROM energy e
-JOIN stats t ON t.vehicle_id = e.vehicle_id AND t.hour = e.hour;
+JOIN stats t ON t.vehicle_id = e.vehicle_id AND t.hour = e.hour
+-- Hour by hour: the fleet reads every device's row of one hour (sql/fleet/vehicles.sql), which then
+-- sit on few pages instead of one page each (a rebuild goes device by device).
+ORDER BY e.hour, e.vehicle_id;
