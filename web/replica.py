@@ -97,8 +97,7 @@ class ReplicaMonitor:
         except psycopg.Error as exc:  # the primary's trouble is not the replica's: use what it received
             log.debug("replica check: primary position unavailable", extra={"error": str(exc).strip()})
         try:
-            with self.replica.connection(timeout=self.check_seconds + 2) as conn:
-                row = conn.execute(load_sql("replica/replay_position")).fetchone()
+            row = self._replay_position()
             in_recovery, replay, receive, since_replay = row
         except psycopg.Error as exc:
             return self._failed(f"{type(exc).__name__}: {str(exc).strip()}")
@@ -112,6 +111,20 @@ class ReplicaMonitor:
             log.info("replica reads " + ("resumed" if self.usable() else "paused: lag above REPLICA_MAX_LAG_SECONDS"),
                      extra={"lag_seconds": lag, "max_lag_seconds": self.max_lag_seconds})
         return self.state
+
+    def _replay_position(self) -> tuple:
+        """Ask the replica how far it has replayed: through the pool while it answers, else directly.
+
+        A pool whose connections failed waits out its own reconnection backoff (growing to many
+        seconds) before it tries again; a replica back from a restart is found by the check's own
+        connection, retried every REPLICA_RETRY_SECONDS.
+        """
+        if self.state.up:
+            with self.replica.connection(timeout=min(self.check_seconds, self.retry_seconds) + 2) as conn:
+                return conn.execute(load_sql("replica/replay_position")).fetchone()
+        kwargs = {**self.replica.kwargs, "connect_timeout": max(1, math.ceil(self.retry_seconds)) + 2}
+        with psycopg.connect(self.replica.conninfo, **kwargs) as conn:
+            return conn.execute(load_sql("replica/replay_position")).fetchone()
 
     def _failed(self, error: str) -> ReplicaState:
         if self.state.up or self.state.checked_at is None:
