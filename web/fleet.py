@@ -192,8 +192,9 @@ def vehicle_ranking():
     next_cursor = None
     if len(rows) > query["limit"]:
         last = page[-1]
+        # sql/fleet/ranking.sql's rows: query_rows()'s 15 columns, then the key's missing flag and signed value.
         next_cursor = encode_cursor({"sort": query["sort"], "order": query["order"], "hours": hours,
-                                     "to": format_ts(to_ts), "after": [last[15], last[16], last[0]]}, key)
+                                     "to": format_ts(to_ts), "after": [*last[15:17], last[0]]}, key)
     answers = [summarize(row[0], hours, from_ts, to_ts, *query_rows(row)) for row in page]
     return jsonify({"vehicles": answers, "next": next_cursor,
                     "fromTs": format_ts(from_ts), "toTs": format_ts(to_ts), "asOf": as_of})

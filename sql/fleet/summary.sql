@@ -3,7 +3,7 @@
 -- Parameters: vehicles.sql's. A meter feeding several vehicles counts once (meters). The sums stay
 -- exact (numeric) for web/fleet.py to round as every answer does; the percentiles interpolate
 -- linearly between the closest ranks over the vehicles that have a ratio (percentile_cont, as
--- web/fleet.py percentile()).
+-- numpy's default).
 WITH fleet AS MATERIALIZED (
 {vehicles}
 ), meters AS (
