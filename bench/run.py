@@ -77,6 +77,7 @@ class Size:
     batched_readings: int = 1_000_000
     batched_concurrency: int = 4
     steady_s: float = 120.0
+    steady_warmup_s: float = 60.0  # every device reports once before the measured part: a live fleet's state
     backlog: int = 1_200_000
     history_devices: int = 10_000
     history_minutes: int = 1440
@@ -92,8 +93,8 @@ SIZES = {
     "smoke": Size(
         "smoke", floor_rows=60_000, saturation_rounds=2, saturation_s=2.5, round_warmup_s=0.5, warmup_s=1.0,
         fixed_rate_s=5.0, batched_readings=40_000,
-        steady_s=10.0, backlog=40_000, history_devices=100, history_minutes=1440, analytics_vehicles=50,
-        analytics_requests=300, latest_requests=500, multi_requests=50,
+        steady_s=10.0, steady_warmup_s=3.0, backlog=40_000, history_devices=100, history_minutes=1440,
+        analytics_vehicles=50, analytics_requests=300, latest_requests=500, multi_requests=50,
     ),
 }
 
@@ -298,6 +299,29 @@ class Bench:
                 last_print = now
             time.sleep(0.02)
 
+    def wait_folded(self, label: str, timeout: float) -> None:
+        """Wait until the rollup maintenance has folded every dirty mark: a phase's fold must not run into the next."""
+        deadline = time.monotonic() + timeout
+        last_print = 0.0
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            while True:
+                left = conn.execute("SELECT count(*) FROM rollup_marks").fetchone()[0]
+                now = time.monotonic()
+                if left == 0:
+                    return
+                if now > deadline:
+                    raise TimeoutError(f"{label}: {left} rollup marks still unfolded after {timeout:.0f}s")
+                if now - last_print >= 1.0:
+                    self.check_alive()
+                    log(f"  [{label}] {left:>10,} rollup marks not yet folded")
+                    last_print = now
+                time.sleep(0.1)
+
+    def wait_settled(self, label: str, timeout: float) -> None:
+        """Wait until every entry is committed and every mark folded: the next phase starts on an idle engine."""
+        self.wait_drained(label, timeout)
+        self.wait_folded(label, timeout)
+
     def count_rows(self, first: float, last: float) -> int:
         """Count history rows of both streams with ``first <= ts < last``."""
         with psycopg.connect(self.database_url) as conn:
@@ -377,18 +401,21 @@ class Bench:
             f"rate limits), engine without access control")
         bare_runs, engine_runs, unguarded_runs = [], [], []
         for i in range(rounds):
-            # Each turn writes its own readings: a fresh hour of the fleet on the phase's day.
+            # Each turn writes its own readings: a fresh hour of the fleet on the phase's day, later than
+            # every turn before it, as a live fleet's readings come (a turn's hour before an earlier turn's
+            # would send the rollup fold down its late-data path). Each turn starts once the one before is
+            # drained and folded, so that no side pays for the other's backlog.
             bare_runs.append(self.loadgen(f"bare floor {i + 1}/{rounds}",
                                           self.saturation_spec(self.day_base(35) + i * 3600, i),
                                           port=self.bare_port))
             engine_runs.append(self.loadgen(f"single ingest {i + 1}/{rounds}",
-                                            self.saturation_spec(self.day_base(34) + i * 3600, i)))
-            self.wait_drained("single ingest drain", 600)
+                                            self.saturation_spec(self.day_base(34) + 2 * i * 3600, i)))
+            self.wait_settled("single ingest drain", 600)
             # The same load and keys (sent, not checked) on the same Redis and drain, without access control.
             unguarded_runs.append(self.loadgen(f"single ingest, no access control {i + 1}/{rounds}",
-                                               self.saturation_spec(self.day_base(34) + (i + rounds) * 3600, i),
+                                               self.saturation_spec(self.day_base(34) + (2 * i + 1) * 3600, i),
                                                port=self.unguarded_port))
-            self.wait_drained("single ingest drain", 600)
+            self.wait_settled("single ingest drain", 600)
         self.processes.stop(self.bare)
         self.processes.stop(self.unguarded)
         bare, engine, unguarded = _turns(bare_runs), _turns(engine_runs), _turns(unguarded_runs)
@@ -423,7 +450,7 @@ class Bench:
         self.results["phases"]["single_fixed_rate"] = result
         self.figure("single_latency", p50=result["latency_ms"]["p50"], p99=result["latency_ms"]["p99"], unit="ms",
                     rate=result["ok_per_s"], note=_failures(result))
-        self.wait_drained("fixed rate drain", 600)
+        self.wait_settled("fixed rate drain", 600)
 
     def phase_batched(self) -> None:
         """Batched ingest: accepted readings/s, and end-to-end readings/s until committed."""
@@ -450,27 +477,34 @@ class Bench:
         self.figure("batched_accepted", value=round(accepted_per_s, 1), unit="readings/s", note=_failures(result))
         self.figure("batched_end_to_end", value=round(e2e, 1), unit="readings/s",
                     note=f"{rows:,} rows committed of {result['readings_ok']:,} accepted")
+        self.wait_folded("batched rollups", 600)
 
     def phase_steady(self) -> None:
         """Drain lag p50/p99 with 10,000 meters and 10,000 vehicles reporting once a minute."""
         size = self.size
         rate = 2 * size.devices / 60
         log(f"== steady load: {2 * size.devices:,} devices once a minute ({rate:.0f} readings/s) for "
-            f"{size.steady_s:g}s, drain lag from the stream's ids")
+            f"{size.steady_s:g}s after {size.steady_warmup_s:g}s unmeasured, drain lag from the stream's ids")
+        spec = {"mode": "rate", "rate": rate, "connections": 64, "device_tokens_file": str(self.device_tokens_file),
+                "workload": {"kind": "ingest_now", "batch": 1, "devices": size.devices}}
+        # A live fleet has reported before: the warm-up gives every device a recent reading, so that the
+        # measured part folds as a running deployment does (a device's first fold after a long silence
+        # looks further back for its baseline; `rollups_cold` in the results).
+        self.wait_settled("before the steady load", 600)
+        cold = fleet_analytics.BackendCpu(self.database_url).start()
+        self.loadgen("steady load warm-up", {**spec, "duration": size.steady_warmup_s})
+        self.wait_settled("steady warm-up", 600)
+        self.results["phases"]["rollups_cold"] = {"backend_s": cold.stop()}
         monitor = LagMonitor(self.data, keys=self.keys).start()
         cpu_before = self.processes.cpu_seconds()
         backends = fleet_analytics.BackendCpu(self.database_url).start()
         self.rss.begin_mark("steady")
-        result = self.loadgen("steady load", {
-            "mode": "rate", "rate": rate, "duration": size.steady_s, "connections": 64,
-            "device_tokens_file": str(self.device_tokens_file),
-            "workload": {"kind": "ingest_now", "batch": 1, "devices": size.devices},
-        })
+        result = self.loadgen("steady load", {**spec, "duration": size.steady_s})
         self.wait_drained("steady drain", 600)
         time.sleep(0.05)  # one more poll of the monitor after the last ack
         monitor.stop()
         # Rollup maintenance at steady load against the drain: each side's process and Postgres backends.
-        time.sleep(2 * self.settings.rollup_poll_ms / 1000)  # let the last marks be folded
+        self.wait_folded("steady rollups", 600)
         backend_cpu = backends.stop()
         cpu_after = self.processes.cpu_seconds()
         proc = {r: round(cpu_after.get(r, 0.0) - cpu_before.get(r, 0.0), 2) for r in ("worker", "rollups")}
@@ -674,15 +708,19 @@ class Bench:
                 self.phase_bare_floor()
                 self.start_engine()
                 self.phase_single_ingest()
+            elif self.args.only == "steady":
+                self.start_engine()
+                self.phase_steady()
             else:
                 self.phase_copy_floor()
                 self.phase_bare_floor()
                 self.start_engine()
                 self.phase_single_ingest()
                 self.phase_batched()
-                self.phase_steady()
+                # Each phase's readings are newer than the phase's before, as a deployment's are.
                 self.phase_catch_up()
-            if self.args.only != "single-ingest":
+                self.phase_steady()
+            if self.args.only not in ("single-ingest", "steady"):
                 self.phase_analytics()
                 self.phase_latest()
                 self.record_memory()
@@ -822,10 +860,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-shards", type=int, help="STREAM_SHARDS (default 1; 8 with --redis-cluster)")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis data afterwards")
-    parser.add_argument("--only", choices=["analytics", "single-ingest"],
+    parser.add_argument("--only", choices=["analytics", "single-ingest", "steady"],
                         help="run only these phases (analytics: the analytics, history and latest reads, on a loaded "
                              "day; single-ingest: the saturation turns of the bare floor, the engine and the engine "
-                             "without access control)")
+                             "without access control; steady: the live fleet's drain lag and rollup maintenance CPU)")
     parser.add_argument("--saturation-rounds", type=int, help="turns of each side in the single-ingest saturation")
     parser.add_argument("--saturation-seconds", type=float, help="seconds each saturation turn measures")
     args = parser.parse_args(argv)
