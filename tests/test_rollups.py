@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
 import pytest
@@ -396,6 +397,24 @@ def test_fleet_summary_and_ranking_equal_the_raw_computation(client, db, setting
         assert row == raw[row["vehicleId"]]
 
 
+def test_fleet_windows_wider_than_the_data_equal_the_raw_computation(client, db, settings):
+    """The window's first and last hours hold no row (a dashboard's current hour): the anchors move inside."""
+    to_ts = _fleet_fixture(client, settings) + timedelta(hours=3)
+    from_ts = to_ts - timedelta(hours=8)
+    ranking = client.get("/v1/analytics/vehicles", query_string={"hours": 8, "to": iso(to_ts), "limit": 10})
+    assert ranking.status_code == 200, ranking.get_json()
+    rows = ranking.get_json()["vehicles"]
+    assert len(rows) == 4
+    for row in rows:
+        assert row == raw_answer(db, settings, row["vehicleId"], from_ts, to_ts)
+    fleet = client.get("/v1/analytics/fleet", query_string={"hours": 8, "to": iso(to_ts)}).get_json()
+    exact = db.execute("SELECT sum(s.energy_kwh::numeric) FROM unnest(%s::text[]) d(id), "
+                       "LATERAL counter_steps('vehicle', d.id, %s, %s, %s) s",
+                       ([row["vehicleId"] for row in rows], from_ts, to_ts,
+                        settings.max_vehicle_power_kw)).fetchone()[0]
+    assert fleet["dcKwh"] == float(exact.quantize(Decimal("0.001"), ROUND_HALF_UP))
+
+
 def test_fleet_queries_are_checked(client, auth):
     for path, query, parameter in (
             ("/v1/analytics/fleet", {"hours": 0}, "hours"),
@@ -422,7 +441,9 @@ def test_fleet_summary_reads_rollups_not_raw_history(db, settings):
     to_ts = BASE
     plan = "\n".join(r[0] for r in db.execute(
         "EXPLAIN " + __import__("common.database", fromlist=["load_sql"]).load_sql("fleet/vehicles"),
-        {"from_ts": to_ts - timedelta(hours=24), "to_ts": to_ts, "last_hour": to_ts - timedelta(hours=1)}).fetchall())
+        {"from_ts": to_ts - timedelta(hours=24), "to_ts": to_ts, "last_hour": to_ts - timedelta(hours=1),
+         "v_first_hour": to_ts - timedelta(hours=24), "v_last_hour": to_ts - timedelta(hours=1),
+         "m_first_hour": to_ts - timedelta(hours=24), "m_last_hour": to_ts - timedelta(hours=1)}).fetchall())
     assert "hourly_rollups" in plan
     assert "meter_readings" not in plan and "vehicle_readings" not in plan
 

@@ -130,9 +130,13 @@ def fetch_window(conn: psycopg.Connection, params: dict) -> tuple[tuple, tuple]:
     return meter.fetchone(), vehicle.fetchone()
 
 
-def _round(value: float | None, places: int) -> float | None:
+def _round(value: float | Decimal | None, places: int) -> float | None:
+    """Round half up (away from zero) to ``places`` decimals: a Decimal (an exact numeric sum) as it is, a float
+    through its shortest decimal repr, so that 2.675 rounds to 2.68 as a person expects."""
     if value is None:
         return None
+    if isinstance(value, Decimal):
+        return float(value.quantize(_STEPS[places], ROUND_HALF_UP))
     value = float(value)
     text = repr(value)
     dot = text.find(".")
@@ -141,8 +145,27 @@ def _round(value: float | None, places: int) -> float | None:
     # exact value (format) gives what rounding the repr does.
     if dot >= 0 and "e" not in text and len(text) - dot - 1 > places + 1:
         return float(f"{value:.{places}f}")
-    # Through the shortest decimal repr so that 2.675 rounds to 2.68 as a person expects.
-    return float(Decimal(text).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+    return float(Decimal(text).quantize(_STEPS[places], ROUND_HALF_UP))
+
+
+_STEPS = {places: Decimal(1).scaleb(-places) for places in range(7)}
+
+
+def energy_kwh(value: Decimal | float) -> Decimal:
+    """Return an energy as the API states it: kWh, 3 decimals, half up on the exact sum (a float: on its repr)."""
+    exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    return exact.quantize(_STEPS[3], ROUND_HALF_UP)
+
+
+def efficiency(dc_kwh: Decimal, ac_kwh: Decimal) -> float | None:
+    """Return dcKwh / acKwh of the stated (rounded) figures, 4 decimals half up; None when acKwh is 0.
+
+    Exact decimal division, as sql/fleet/vehicles.sql computes it: the quotient of two 3-decimal
+    figures is never within 1e-16 of a rounding tie (for acKwh below 1e9), so both agree.
+    """
+    if not ac_kwh:
+        return None
+    return float((dc_kwh / ac_kwh).quantize(_STEPS[4], ROUND_HALF_UP))
 
 
 def counter_warnings(stream: str, figure: str, resets: int, glitches: int, implausible: int) -> list[str]:
@@ -164,9 +187,10 @@ def figures(meter_row: tuple, vehicle_row: tuple) -> tuple[float, float, float |
     """Return (acKwh, dcKwh, efficiencyRatio, warnings) of the two query rows, as the answer states them."""
     _meter_id, ac_energy, meter_resets, meter_glitches, meter_implausible, *_ = meter_row
     dc_energy, vehicle_resets, vehicle_glitches, vehicle_implausible, *_ = vehicle_row
-    ac_kwh, dc_kwh = _round(ac_energy, 3), _round(dc_energy, 3)
+    ac_exact, dc_exact = energy_kwh(ac_energy), energy_kwh(dc_energy)
+    ac_kwh, dc_kwh = float(ac_exact), float(dc_exact)
     # The ratio of the reported (rounded) figures, so that a reader recomputing it gets the same.
-    ratio = _round(dc_kwh / ac_kwh, 4) if ac_kwh else None
+    ratio = efficiency(dc_exact, ac_exact)
     warnings = []
     if ratio is not None and ratio > 1:
         warnings.append(

@@ -21,7 +21,7 @@ from psycopg import sql as psycopg_sql
 from common.database import load_sql, rollup_hour
 from common.streams import format_ts
 from web import db
-from web.analytics import DEFAULT_HOURS, MAX_WINDOW_HOURS, _round, check_hours, summarize
+from web.analytics import DEFAULT_HOURS, MAX_WINDOW_HOURS, _round, check_hours, efficiency, energy_kwh, summarize
 from web.errors import ApiError
 from web.params import check_in_calendar, parse_query
 
@@ -86,12 +86,15 @@ def fleet_query(name: str, params: dict) -> tuple[list[tuple], str]:
     params = {**params, "last_hour": params["to_ts"] - HOUR}
 
     def read(conn):
-        with conn.transaction(), conn.pipeline():
-            conn.execute("SET LOCAL jit = off")  # JIT compilation of the aggregation cost more than it saved
-            # The figures are rounded through float8's shortest form (sql/fleet/vehicles.sql).
-            conn.execute("SET LOCAL extra_float_digits = 1")
-            as_of = conn.execute(load_sql("fleet/as_of"))
-            rows = conn.execute(statement, params)
+        # One snapshot: asOf, the anchors (the first and last hours holding rows) and the rows they anchor.
+        with conn.transaction():
+            with conn.pipeline():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn.execute("SET LOCAL jit = off")  # JIT compilation of the aggregation cost more than it saved
+                as_of = conn.execute(load_sql("fleet/as_of"))
+                anchors = conn.execute(load_sql("fleet/anchors"), params)
+            names = ("v_first_hour", "v_last_hour", "m_first_hour", "m_last_hour")
+            rows = conn.execute(statement, {**params, **dict(zip(names, anchors.fetchone(), strict=True))})
             return as_of.fetchone()[0], rows.fetchall()
 
     # The replica when there is a current one (web/db.py): its rollups and marks are one consistent state.
@@ -102,10 +105,9 @@ def fleet_query(name: str, params: dict) -> tuple[list[tuple], str]:
 def query_rows(row: tuple) -> tuple[tuple, tuple]:
     """Split a fleet row into the (meter row, vehicle row) that web/analytics.py summarises."""
     (_vehicle_id, meter_id, ac, m_resets, m_glitches, m_implausible, m_readings, m_baseline,
-     dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, temp_sum) = row[:15]
-    avg_temp = temp_sum / v_readings if v_readings else None
-    return ((meter_id, float(ac), m_resets, m_glitches, m_implausible, m_readings, m_baseline),
-            (float(dc), v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_temp))
+     dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_temp) = row[:15]
+    return ((meter_id, ac, m_resets, m_glitches, m_implausible, m_readings, m_baseline),
+            (dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_temp))
 
 
 @bp.get("/v1/analytics/fleet")
@@ -116,18 +118,18 @@ def fleet_summary():
     rows, as_of = fleet_query("summary", {"from_ts": from_ts, "to_ts": to_ts})
     (vehicles, meters, ac, dc, readings, temp_sum, m_resets, m_glitches, m_implausible, v_resets, v_glitches,
      v_implausible, percentiles, with_ratio, warnings, with_warnings) = rows[0]
-    ac_kwh, dc_kwh = _round(float(ac), 3), _round(float(dc), 3)
+    ac_exact, dc_exact = energy_kwh(ac), energy_kwh(dc)
     return jsonify({
         "vehicles": vehicles,
         "meters": meters,
         "windowHours": hours,
-        "acKwh": ac_kwh,
-        "dcKwh": dc_kwh,
-        "efficiencyRatio": _round(dc_kwh / ac_kwh, 4) if ac_kwh else None,
+        "acKwh": float(ac_exact),
+        "dcKwh": float(dc_exact),
+        "efficiencyRatio": efficiency(dc_exact, ac_exact),
         "efficiencyPercentiles": {name: _round(value, 4) for name, value in
                                   zip(("p10", "p50", "p90"), percentiles or (None, None, None), strict=True)},
         "vehiclesWithEfficiency": with_ratio,
-        "avgBatteryTemp": _round(float(temp_sum / readings), 3) if readings else None,
+        "avgBatteryTemp": _round(temp_sum / readings, 3) if readings else None,
         "counterResets": {"meter": int(m_resets), "vehicle": int(v_resets)},
         "glitches": {"meter": int(m_glitches), "vehicle": int(v_glitches)},
         "implausibleSteps": {"meter": int(m_implausible), "vehicle": int(v_implausible)},

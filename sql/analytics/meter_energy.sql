@@ -12,7 +12,7 @@
 -- only when its arguments hold no subquery, and on Citus a constant distribution column routes the
 -- whole query to the one shard holding that meter (docs/citus.md).
 SELECT %(meter_id)s::text                                      AS meter_id,
-       coalesce(sum(s.energy_kwh::numeric), 0)::float8         AS energy_kwh,
+       coalesce(sum(s.energy_kwh::numeric), 0)                 AS energy_kwh,
        count(*) FILTER (WHERE s.is_reset)                      AS counter_resets,
        count(*) FILTER (WHERE s.is_glitch)                     AS glitches,
        count(*) FILTER (WHERE s.is_implausible)                AS implausible_steps,

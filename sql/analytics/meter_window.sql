@@ -25,7 +25,7 @@ WITH rolled AS (
     FROM edges e
 )
 SELECT %(meter_id)s::text                                             AS meter_id,
-       (rolled.energy_kwh + edge.energy_kwh)::float8                  AS energy_kwh,
+       rolled.energy_kwh + edge.energy_kwh                            AS energy_kwh,
        (rolled.counter_resets + edge.counter_resets)::int             AS counter_resets,
        (rolled.glitches + edge.glitches)::int                         AS glitches,
        (rolled.implausible_steps + edge.implausible_steps)::int       AS implausible_steps,

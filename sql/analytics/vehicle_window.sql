@@ -6,7 +6,7 @@
 -- web/rollup_reads.py chooses whole_from <= whole_to on whole hours, and ends the whole hours before
 -- the first hour the vehicle's pending marks may change (those are read raw).
 -- Parameters: vehicle_id, from_ts, to_ts, whole_from, whole_to, max_vehicle_power_kw.
--- Same columns as analytics/vehicle_energy.sql.
+-- Same columns as analytics/vehicle_energy.sql (numeric energy and average, the same average expression).
 WITH rolled AS (
     SELECT coalesce(sum(r.energy_kwh), 0)        AS energy_kwh,
            coalesce(sum(r.counter_resets), 0)    AS counter_resets,
@@ -38,11 +38,12 @@ WITH rolled AS (
         WHERE r.vehicle_id = %(vehicle_id)s AND r.ts > %(whole_to)s AND r.ts <= %(to_ts)s
     ) t
 )
-SELECT (rolled.energy_kwh + edge.energy_kwh)::float8                   AS energy_kwh,
+SELECT rolled.energy_kwh + edge.energy_kwh                             AS energy_kwh,
        (rolled.counter_resets + edge.counter_resets)::int             AS counter_resets,
        (rolled.glitches + edge.glitches)::int                         AS glitches,
        (rolled.implausible_steps + edge.implausible_steps)::int       AS implausible_steps,
        (rolled.readings + edge.readings)::int                         AS readings,
        least(rolled.baseline_ts, edge.baseline_ts)                    AS baseline_ts,
-       (rolled.temp_sum + edge_temps.temp_sum) / nullif(rolled.readings + edge.readings, 0) AS avg_battery_temp
+       round(rolled.temp_sum + edge_temps.temp_sum, 30) / nullif(rolled.readings + edge.readings, 0)
+                                                                      AS avg_battery_temp
 FROM rolled, edge, edge_temps;

@@ -8,8 +8,8 @@
 WITH fleet AS (
 {vehicles}
 ), keyed AS (
-    SELECT f.*, CASE %(sort)s WHEN 'efficiency' THEN f.ratio WHEN 'dcKwh' THEN f.dc_kwh
-                              WHEN 'acKwh' THEN f.ac_kwh ELSE f.avg_temp END AS value
+    SELECT f.*, (CASE %(sort)s WHEN 'efficiency' THEN f.ratio WHEN 'dcKwh' THEN f.dc_kwh
+                               WHEN 'acKwh' THEN f.ac_kwh ELSE f.avg_temp END)::float8 AS value
     FROM fleet f
 ), signed AS (
     SELECT k.*, (k.value IS NULL)::int AS missing,
@@ -17,7 +17,7 @@ WITH fleet AS (
     FROM keyed k
 )
 SELECT vehicle_id, meter_id, ac, m_resets, m_glitches, m_implausible, m_readings, m_baseline,
-       dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, temp_sum, missing, signed_value
+       dc, v_resets, v_glitches, v_implausible, v_readings, v_baseline, avg_quotient, missing, signed_value
 FROM signed
 WHERE %(after_missing)s::int IS NULL
    OR (missing, signed_value, vehicle_id COLLATE "C")

@@ -4,8 +4,13 @@
 -- exact (numeric) for web/fleet.py to round as every answer does; the percentiles interpolate
 -- linearly between the closest ranks over the vehicles that have a ratio (percentile_cont, as
 -- numpy's default).
+-- Only the columns used here are named, so that Postgres drops the others' expressions (the averages).
 WITH fleet AS MATERIALIZED (
+    SELECT f.meter_id, f.ac, f.m_resets, f.m_glitches, f.m_implausible, f.dc, f.v_readings, f.temp_sum,
+           f.v_resets, f.v_glitches, f.v_implausible, f.ratio, f.warnings
+    FROM (
 {vehicles}
+    ) f
 ), meters AS (
     SELECT DISTINCT ON (meter_id) meter_id, ac, m_resets, m_glitches, m_implausible
     FROM fleet ORDER BY meter_id
@@ -13,7 +18,7 @@ WITH fleet AS MATERIALIZED (
     SELECT count(*) AS vehicles, coalesce(sum(dc), 0) AS dc, coalesce(sum(v_readings), 0) AS readings,
            coalesce(sum(temp_sum), 0) AS temp_sum, coalesce(sum(v_resets), 0) AS v_resets,
            coalesce(sum(v_glitches), 0) AS v_glitches, coalesce(sum(v_implausible), 0) AS v_implausible,
-           percentile_cont(ARRAY[0.1, 0.5, 0.9]) WITHIN GROUP (ORDER BY ratio)
+           percentile_cont(ARRAY[0.1, 0.5, 0.9]) WITHIN GROUP (ORDER BY ratio::float8)
                FILTER (WHERE ratio IS NOT NULL) AS percentiles,
            count(ratio) AS with_ratio, coalesce(sum(warnings), 0) AS warnings,
            count(*) FILTER (WHERE warnings > 0) AS with_warnings
