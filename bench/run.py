@@ -322,6 +322,25 @@ class Bench:
         self.wait_drained(label, timeout)
         self.wait_folded(label, timeout)
 
+    def wait_vacuumed(self, label: str) -> None:
+        """Wait for the rollups worker's next VACUUM of the marks (every ROLLUP_VACUUM_SECONDS).
+
+        A backlog's fold leaves a dead mark per device and drain batch (1.2M after the catch-up); their
+        VACUUM is that backlog's cost, not the steady load's that follows it.
+        """
+        if not self.settings.rollup_vacuum_seconds:
+            return
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            since = conn.execute("SELECT now()").fetchone()[0]
+            def vacuumed() -> bool:
+                self.check_alive()
+                last = conn.execute("SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = 'rollup_marks'"
+                                    ).fetchone()[0]
+                return last is not None and last > since
+            log(f"  [{label}] waiting for the rollups worker's VACUUM of the folded marks")
+            wait_until(vacuumed, 3 * self.settings.rollup_vacuum_seconds + 60, "the rollups worker's VACUUM",
+                       interval=0.5)
+
     def count_rows(self, first: float, last: float) -> int:
         """Count history rows of both streams with ``first <= ts < last``."""
         with psycopg.connect(self.database_url) as conn:
@@ -400,6 +419,7 @@ class Bench:
         log(f"== single-reading ingest at saturation: {rounds} turns each: bare floor, engine (device keys, "
             f"rate limits), engine without access control")
         bare_runs, engine_runs, unguarded_runs = [], [], []
+        self.wait_settled("before the saturation turns", 600)
         for i in range(rounds):
             # Each turn writes its own readings: a fresh hour of the fleet on the phase's day, later than
             # every turn before it, as a live fleet's readings come (a turn's hour before an earlier turn's
@@ -491,10 +511,17 @@ class Bench:
         # measured part folds as a running deployment does (a device's first fold after a long silence
         # looks further back for its baseline; `rollups_cold` in the results).
         self.wait_settled("before the steady load", 600)
+        self.wait_vacuumed("before the steady load")
+        cold_before = self.processes.cpu_seconds()
         cold = fleet_analytics.BackendCpu(self.database_url).start()
         self.loadgen("steady load warm-up", {**spec, "duration": size.steady_warmup_s})
         self.wait_settled("steady warm-up", 600)
-        self.results["phases"]["rollups_cold"] = {"backend_s": cold.stop()}
+        cold_backends, cold_after = cold.stop(), self.processes.cpu_seconds()
+        cold_proc = {r: round(cold_after.get(r, 0.0) - cold_before.get(r, 0.0), 2) for r in ("worker", "rollups")}
+        cold_share = ((cold_proc["rollups"] + cold_backends.get("energy-rollups", 0.0))
+                      / ((cold_proc["worker"] + cold_backends.get("energy-engine", 0.0)) or 1))
+        self.results["phases"]["rollups_cold"] = {"process_s": cold_proc, "backend_s": cold_backends,
+                                                  "share": round(cold_share, 3)}
         monitor = LagMonitor(self.data, keys=self.keys).start()
         cpu_before = self.processes.cpu_seconds()
         backends = fleet_analytics.BackendCpu(self.database_url).start()
@@ -513,7 +540,8 @@ class Bench:
         self.results["phases"]["rollup_cpu"] = {"process_s": proc, "backend_s": backend_cpu}
         self.figure("rollup_cpu_share", value=round(rollup_cpu / drain_cpu, 3) if drain_cpu else None, unit="",
                     note=f"rollups {rollup_cpu:.1f} s CPU (process {proc['rollups']} s) vs drain {drain_cpu:.1f} s "
-                         f"(process {proc['worker']} s), backends sampled by application_name")
+                         f"(process {proc['worker']} s), backends sampled by application_name; in the warm-up "
+                         f"minute (every device's first fold after a month) {cold_share:.0%}")
         self.results["worker_rss_steady"] = self.rss.end_mark("steady").get("worker", 0)
         lags, missing = monitor.lags()
         ms = {f"p{q}": round(percentile(lags, q) * 1000, 1) if lags else None for q in (50, 90, 99)}
