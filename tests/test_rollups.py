@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -292,6 +294,28 @@ def test_the_job_vacuums_the_tables_it_churns(db, settings):
             "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL "
             "AND relname IN ('rollup_marks', 'rollup_tails')")}
     assert vacuumed == {"rollup_marks", "rollup_tails"}
+
+
+def test_jobs_shorter_than_the_vacuum_interval_still_vacuum(db, settings):
+    """The interval is kept by the server (the last VACUUM, any job's), not by a job that ends before it is up."""
+    write(settings, [("m-vacuum-2", BASE + timedelta(minutes=i), float(i)) for i in range(1, 5)])
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("SET stats_fetch_consistency = none")
+
+        def last_vacuum():
+            return conn.execute("SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = 'rollup_marks'"
+                                ).fetchone()[0]
+
+        rollups.vacuum_churned_tables(conn)
+        first = last_vacuum()
+        rollups.maintain(replace(settings, rollup_vacuum_seconds=3600), 0)  # not due: no VACUUM
+        assert last_vacuum() == first
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while conn.execute("SELECT now() - %s < interval '1 second'", (first,)).fetchone()[0]:
+            assert datetime.now(UTC) < deadline, "the server's clock did not move"
+            time.sleep(0.05)
+        rollups.maintain(replace(settings, rollup_vacuum_seconds=1), 0)  # a new job, due: it vacuums
+        assert last_vacuum() > first
 
 
 def test_late_reading_three_days_back_changes_exactly_its_hours(client, db, settings):
