@@ -573,6 +573,8 @@ class Bench:
         log(f"  backlog of {backlog:,} readings in {backlog_entries:,} stream entries; "
             f"starting {self.args.workers} worker(s)")
         self.rss.begin_mark("catch_up")
+        roles_before = {**self.processes.cpu_seconds(), **server_cpu_seconds()}
+        backends = fleet_analytics.BackendCpu(self.database_url).start()
         started = time.time()
         self.start_workers()
         first_progress = None
@@ -594,6 +596,9 @@ class Bench:
                 last_print = now
             time.sleep(0.02)
         done = time.time()
+        roles_after = {**self.processes.cpu_seconds(), **server_cpu_seconds()}
+        backend_cpu = backends.stop()
+        cpu = {role: round(roles_after[role] - roles_before.get(role, 0.0), 2) for role in roles_after}
         peaks = self.rss.end_mark("catch_up")
         first_progress = first_progress or started
         first, last = self.readings_span(size.backlog, base)
@@ -604,6 +609,8 @@ class Bench:
         self.results["phases"]["catch_up"] = {
             "backlog": backlog, "rows_in_postgres": rows, "drain_s": round(drain_s, 3),
             "startup_s": round(first_progress - started, 3), "worker_peak_rss": peaks.get("worker", 0),
+            # CPU seconds per role from the workers' start to an empty backlog (the rollups fold runs meanwhile).
+            "cpu_s": cpu, "backend_cpu_s": {k: round(v, 2) for k, v in backend_cpu.items()},
         }
         self.results["worker_rss_catch_up"] = peaks.get("worker", 0)
         self.figure("catch_up", value=round(backlog / drain_s, 1), unit="readings/s",
