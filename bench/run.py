@@ -66,7 +66,7 @@ class Size:
     # measures for saturation_s after a warm-up (warmup_s for the first, round_warmup_s after). On a
     # shared machine whose speed drifts by tens of percent within minutes, turns keep the two
     # figures under the same drift.
-    saturation_rounds: int = 3
+    saturation_rounds: int = 5
     saturation_s: float = 10.0
     round_warmup_s: float = 2.0
     warmup_s: float = 5.0
@@ -428,14 +428,14 @@ class Bench:
             bare_runs.append(self.loadgen(f"bare floor {i + 1}/{rounds}",
                                           self.saturation_spec(self.day_base(35) + i * 3600, i),
                                           port=self.bare_port))
-            engine_runs.append(self.loadgen(f"single ingest {i + 1}/{rounds}",
-                                            self.saturation_spec(self.day_base(34) + 2 * i * 3600, i)))
-            self.wait_settled("single ingest drain", 600)
-            # The same load and keys (sent, not checked) on the same Redis and drain, without access control.
-            unguarded_runs.append(self.loadgen(f"single ingest, no access control {i + 1}/{rounds}",
-                                               self.saturation_spec(self.day_base(34) + (2 * i + 1) * 3600, i),
-                                               port=self.unguarded_port))
-            self.wait_settled("single ingest drain", 600)
+            # The engine, and the same load and keys (sent, not checked) on the same Redis and drain without
+            # access control; which of the two goes first alternates from round to round.
+            sides = [(engine_runs, f"single ingest {i + 1}/{rounds}", None),
+                     (unguarded_runs, f"single ingest, no access control {i + 1}/{rounds}", self.unguarded_port)]
+            for n, (runs, label, port) in enumerate(sides if i % 2 == 0 else sides[::-1]):
+                runs.append(self.loadgen(label, self.saturation_spec(self.day_base(34) + (2 * i + n) * 3600, i),
+                                         port=port))
+                self.wait_settled("single ingest drain", 600)
         self.processes.stop(self.bare)
         self.processes.stop(self.unguarded)
         bare, engine, unguarded = _turns(bare_runs), _turns(engine_runs), _turns(unguarded_runs)
