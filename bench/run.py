@@ -746,6 +746,11 @@ class Bench:
             elif self.args.only == "steady":
                 self.start_engine()
                 self.phase_steady()
+            elif self.args.only == "drain":
+                self.phase_copy_floor()
+                self.start_engine()
+                self.phase_batched()
+                self.phase_catch_up()
             else:
                 self.phase_copy_floor()
                 self.phase_bare_floor()
@@ -755,7 +760,7 @@ class Bench:
                 # Each phase's readings are newer than the phase's before, as a deployment's are.
                 self.phase_catch_up()
                 self.phase_steady()
-            if self.args.only not in ("single-ingest", "steady"):
+            if self.args.only not in ("single-ingest", "steady", "drain"):
                 self.phase_analytics()
                 self.phase_latest()
                 self.record_memory()
@@ -895,10 +900,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-shards", type=int, help="STREAM_SHARDS (default 1; 8 with --redis-cluster)")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     parser.add_argument("--keep", action="store_true", help="keep the database and Redis data afterwards")
-    parser.add_argument("--only", choices=["analytics", "single-ingest", "steady"],
+    parser.add_argument("--only", choices=["analytics", "single-ingest", "steady", "drain"],
                         help="run only these phases (analytics: the analytics, history and latest reads, on a loaded "
                              "day; single-ingest: the saturation turns of the bare floor, the engine and the engine "
-                             "without access control; steady: the live fleet's drain lag and rollup maintenance CPU)")
+                             "without access control; steady: the live fleet's drain lag and rollup maintenance CPU; "
+                             "drain: the COPY floor, batched ingest end to end and the catch-up)")
     parser.add_argument("--saturation-rounds", type=int, help="turns of each side in the single-ingest saturation")
     parser.add_argument("--saturation-seconds", type=float, help="seconds each saturation turn measures")
     args = parser.parse_args(argv)

@@ -273,6 +273,42 @@ def read_pending_and_dead(client: redis.Redis, keys: KeySpace = SINGLE,
     return oldest, dead
 
 
+def oldest_unwritten_millis(client: redis.Redis, keys: KeySpace = SINGLE, group: str = CONSUMER_GROUP) -> int | None:
+    """Return when (Unix ms) the oldest entry not yet written to Postgres was added, over every shard; None if none.
+
+    That is the older of each shard's oldest pending entry and its first entry the group has not
+    delivered yet (after its last-delivered id). Two round trips at most.
+    """
+    pipe = client.pipeline(transaction=False)
+    for shard in range(keys.shards):
+        pipe.xinfo_groups(keys.stream(shard))
+        pipe.xpending(keys.stream(shard), group)
+    replies = pipe.execute(raise_on_error=False)
+    oldest: int | None = None
+    undelivered_after: dict[int, str] = {}
+    for shard, (groups, summary) in enumerate(zip(replies[::2], replies[1::2], strict=True)):
+        if not isinstance(groups, list):  # no stream yet: nothing to write
+            continue
+        ours = [info for info in map(_decoded, groups) if info.get("name") in (group, group.encode())]
+        if not ours:  # no group yet: every entry is undelivered
+            undelivered_after[shard] = "0-0"
+        elif ours[0].get("lag") is None or ours[0].get("lag"):
+            last = ours[0].get("last-delivered-id")
+            undelivered_after[shard] = last.decode() if isinstance(last, bytes) else str(last)
+        if isinstance(summary, dict) and summary.get("pending") and summary.get("min"):
+            millis = entry_id_millis(summary["min"])
+            oldest = millis if oldest is None else min(oldest, millis)
+    if undelivered_after:
+        pipe = client.pipeline(transaction=False)
+        for shard, last in undelivered_after.items():
+            pipe.xrange(keys.stream(shard), min=f"({last}", count=1)
+        for entries in pipe.execute(raise_on_error=False):
+            if isinstance(entries, list) and entries:
+                millis = entry_id_millis(entries[0][0])
+                oldest = millis if oldest is None else min(oldest, millis)
+    return oldest
+
+
 def entry_id_millis(entry_id: str | bytes) -> int:
     """Return the time (Unix ms) encoded in a stream entry id: when Redis added the entry."""
     if isinstance(entry_id, bytes):

@@ -143,6 +143,11 @@ class Settings:
     # How often the rollups worker vacuums the tables it churns (marks, tails, the day's rollups); 0: never
     # (leave them to autovacuum, which a server may have off or behind).
     rollup_vacuum_seconds: int = 60
+    # History first: while the drain's oldest unwritten reading is older than this, the fold waits (it
+    # competes with the drain for Postgres); 0: never wait. It folds anyway once a mark has waited
+    # ROLLUP_MAX_DEFER_SECONDS.
+    rollup_defer_lag_seconds: int = 10
+    rollup_max_defer_seconds: int = 300
     # A device is silent when its newest reading is older than this (GET /v1/devices/silent's default
     # and the energy_devices_silent gauge).
     silent_after: int = 900
@@ -234,6 +239,8 @@ class Settings:
             rollup_job_seconds=_int(env, "ROLLUP_JOB_SECONDS", d.rollup_job_seconds, 1),
             rollup_poll_ms=_int(env, "ROLLUP_POLL_MS", d.rollup_poll_ms, 10),
             rollup_vacuum_seconds=_int(env, "ROLLUP_VACUUM_SECONDS", d.rollup_vacuum_seconds, 0),
+            rollup_defer_lag_seconds=_int(env, "ROLLUP_DEFER_LAG_SECONDS", d.rollup_defer_lag_seconds, 0),
+            rollup_max_defer_seconds=_int(env, "ROLLUP_MAX_DEFER_SECONDS", d.rollup_max_defer_seconds, 1),
             silent_after=_duration(env, "SILENT_AFTER", d.silent_after),
             cursor_secret=env.get("CURSOR_SECRET") or d.cursor_secret,
             log_format=_choice(env, "LOG_FORMAT", d.log_format, ("auto", "json", "text")),

@@ -27,10 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
+import redis
 from psycopg import sql
 
 from common.database import connect, load_sql, rollup_hour
+from common.metrics import oldest_unwritten_millis
+from common.redis_clients import data_client
 from common.settings import Settings
+from common.streams import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,7 @@ class MaintenanceTotals:
     in_order: int = 0
     late: int = 0
     full: bool = False  # the last batch took as many marks as it may: more are waiting
+    deferred: int = 0  # polls the fold waited for the drain (DrainFirst)
 
 
 def _fold_kind(conn: psycopg.Connection, kind: RollupKind, marks: list[tuple[str, datetime, datetime]],
@@ -183,14 +188,43 @@ def maintain_once(conn: psycopg.Connection, settings: Settings, limit: int,
     return len(claimed)
 
 
+class DrainFirst:
+    """Hold the fold back while the drain is more than ROLLUP_DEFER_LAG_SECONDS behind: history first.
+
+    In a backlog (a catch-up after an outage, a burst) the fold and the drain compete for Postgres;
+    the readings are safe only once written, and ingest is refused (503) while the backlog is over its
+    limit. Folded later, each device's readings are also folded in fewer, larger spans. A mark that
+    has waited ROLLUP_MAX_DEFER_SECONDS is folded anyway, so a drain that never catches up does not
+    stop the rollups. Redis unreachable: no holding back (the fold needs only Postgres).
+    """
+
+    def __init__(self, client, settings: Settings):
+        self.client = client
+        self.keys = KeySpace.for_settings(settings)
+        self.lag_ms = settings.rollup_defer_lag_seconds * 1000
+        self.max_defer = settings.rollup_max_defer_seconds
+
+    def holds(self, conn: psycopg.Connection) -> bool:
+        """Tell whether the fold should wait now."""
+        if self.client is None or not self.lag_ms:
+            return False
+        try:
+            oldest = oldest_unwritten_millis(self.client, self.keys)
+        except redis.RedisError:
+            return False
+        if oldest is None or time.time() * 1000 - oldest <= self.lag_ms:
+            return False
+        return not conn.execute(load_sql("rollups/marks_overdue"), {"seconds": self.max_defer}).fetchone()[0]
+
+
 def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection | None = None,
-             stop: threading.Event | None = None) -> dict:
+             stop: threading.Event | None = None, drain_first: DrainFirst | None = None) -> dict:
     """Fold the marks, then every ROLLUP_POLL_MS the marks committed meanwhile, until ``seconds`` have passed.
 
     A full batch (a backlog) is followed at once by the next; otherwise the job waits for the poll
     interval, so that at steady load a fold takes every device that reported in it: the cost of a fold
     is mostly per device and per statement, not per reading. One connection for the whole run: its
-    statements are prepared once.
+    statements are prepared once. ``drain_first``: wait while the drain is behind (the RQ job's).
     """
     deadline = time.monotonic() + seconds
     own = conn is None
@@ -203,21 +237,25 @@ def maintain(settings: Settings, seconds: float = 0.0, conn: psycopg.Connection 
     checked = -float("inf")
     try:
         while True:
-            maintain_once(conn, settings, settings.rollup_batch_size, totals)
-            # Asked of the server at most every VACUUM_CHECK_SECONDS: the last VACUUM may be another job's.
-            if interval and time.monotonic() - checked >= min(interval, VACUUM_CHECK_SECONDS):
-                checked = time.monotonic()
-                if conn.execute(load_sql("rollups/vacuum_due"), {"seconds": interval}).fetchone()[0]:
-                    vacuum_churned_tables(conn)
-            if totals.full:
-                continue
+            if drain_first is not None and drain_first.holds(conn):
+                totals.deferred += 1
+            else:
+                maintain_once(conn, settings, settings.rollup_batch_size, totals)
+                # Asked of the server at most every VACUUM_CHECK_SECONDS: the last VACUUM may be another job's.
+                if interval and time.monotonic() - checked >= min(interval, VACUUM_CHECK_SECONDS):
+                    checked = time.monotonic()
+                    if conn.execute(load_sql("rollups/vacuum_due"), {"seconds": interval}).fetchone()[0]:
+                        vacuum_churned_tables(conn)
+                if totals.full:
+                    continue
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (stop or threading.Event()).wait(min(remaining, settings.rollup_poll_ms / 1000)):
                 break
     finally:
         if own:
             conn.close()
-    return {"devices": totals.devices, "batches": totals.batches, "inOrder": totals.in_order, "late": totals.late}
+    return {"devices": totals.devices, "batches": totals.batches, "inOrder": totals.in_order, "late": totals.late,
+            "deferred": totals.deferred}
 
 
 def vacuum_churned_tables(conn: psycopg.Connection) -> None:
@@ -240,7 +278,11 @@ def maintain_rollups() -> dict:
     from workers.drain import STOP  # set by the worker on SIGTERM: the job ends after its batch
 
     settings = Settings.from_env()
-    return maintain(settings, settings.rollup_job_seconds, stop=STOP)
+    client = data_client(settings)
+    try:
+        return maintain(settings, settings.rollup_job_seconds, stop=STOP, drain_first=DrainFirst(client, settings))
+    finally:
+        client.close()
 
 
 def rebuild(settings: Settings, first_day: date, last_day: date, batch_devices: int = 500,

@@ -318,6 +318,33 @@ def test_jobs_shorter_than_the_vacuum_interval_still_vacuum(db, settings):
         assert last_vacuum() > first
 
 
+def test_the_fold_waits_while_the_drain_is_behind(db, settings, redis_client, redis_keys):
+    """History first: an unwritten reading older than ROLLUP_DEFER_LAG_SECONDS holds the fold back, not forever."""
+    from common.streams import CONSUMER_GROUP
+
+    write(settings, [("m-defer", BASE + timedelta(minutes=i), float(i)) for i in range(1, 5)])
+    stream = redis_keys.stream(0)
+    redis_client.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+    old = int(time.time() * 1000) - 60_000  # accepted a minute ago, not yet drained
+    redis_client.xadd(stream, {"m": "m-other\t2026-01-01T00:00:00+00:00\t1.0\t230.0"}, id=f"{old}-0")
+    marks = "SELECT count(*) FROM rollup_marks WHERE device_id = 'm-defer'"
+    waiting = rollups.DrainFirst(redis_client, replace(settings, rollup_defer_lag_seconds=10))
+    assert rollups.maintain(settings, 0, drain_first=waiting)["deferred"] == 1
+    assert db.execute(marks).fetchone()[0] > 0
+    # Delivered and still pending counts as unwritten too.
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {stream: ">"}, count=1)
+    assert rollups.maintain(settings, 0, drain_first=waiting)["deferred"] == 1
+    # A drain less far behind than the setting does not hold the fold back.
+    patient = rollups.DrainFirst(redis_client, replace(settings, rollup_defer_lag_seconds=120))
+    assert rollups.maintain(settings, 0, drain_first=patient)["deferred"] == 0
+    assert db.execute(marks).fetchone()[0] == 0
+    # Marks that waited ROLLUP_MAX_DEFER_SECONDS are folded though the drain is still behind.
+    write(settings, [("m-defer", BASE + timedelta(minutes=10), 10.0)])
+    db.execute("UPDATE rollup_marks SET marked_at = now() - interval '1 hour'")
+    assert rollups.maintain(settings, 0, drain_first=waiting)["deferred"] == 0
+    assert db.execute(marks).fetchone()[0] == 0
+
+
 def test_late_reading_three_days_back_changes_exactly_its_hours(client, db, settings):
     start = BASE.replace(hour=0) - timedelta(days=1)
     meter = [("m-late", start + timedelta(minutes=10 * i), 100 + i) for i in range(6 * 24 * 4)]

@@ -223,6 +223,28 @@ def test_metrics_and_backpressure_sum_over_the_shards(settings, client, redis_cl
     assert refused.get_json()["backlog"] == entries
 
 
+def test_the_oldest_unwritten_entry_is_found_in_every_shard(client, redis_client, redis_keys):
+    """What the rollups' DrainFirst asks: the older of the oldest pending and the first undelivered entry."""
+    from common.metrics import entry_id_millis, oldest_unwritten_millis
+
+    assert oldest_unwritten_millis(redis_client, redis_keys) is None
+    assert client.post("/v1/telemetry", json=fleet()).status_code == 202
+    by_shard = entries_by_shard(redis_client, redis_keys)
+    first = min(entry_id_millis(entries[0][0]) for entries in by_shard.values() if entries)
+    assert oldest_unwritten_millis(redis_client, redis_keys) == first  # no group yet: all undelivered
+    shards = [shard for shard, entries in by_shard.items() if entries]
+    for shard in shards:
+        redis_client.xgroup_create(redis_keys.stream(shard), CONSUMER_GROUP, id="0")
+    assert oldest_unwritten_millis(redis_client, redis_keys) == first
+    # Delivered but not acknowledged: still unwritten.
+    for shard in shards:
+        redis_client.xreadgroup(CONSUMER_GROUP, "c1", {redis_keys.stream(shard): ">"})
+    assert oldest_unwritten_millis(redis_client, redis_keys) == first
+    for shard in shards:
+        redis_client.xack(redis_keys.stream(shard), CONSUMER_GROUP, *[e[0] for e in by_shard[shard]])
+    assert oldest_unwritten_millis(redis_client, redis_keys) is None
+
+
 def test_a_device_keys_rate_limit_holds_on_every_layout(client, auth, redis_client):
     token = auth.create_key(device="vehicle:v-limited", rate_limit="3/minute")
     device = client.application.test_client()
