@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -282,40 +283,34 @@ class Bench:
         self.check_alive()
         return result
 
-    def wait_drained(self, label: str, timeout: float) -> float:
-        """Wait until every stream entry is committed and acknowledged; return the time it happened."""
+    def _wait_for_zero(self, label: str, timeout: float, count: Callable[[], int], what: str,
+                       interval: float) -> float:
+        """Poll ``count`` until it is 0 (printing it once a second); return the time it was."""
         deadline = time.monotonic() + timeout
         last_print = 0.0
         while True:
-            left = undrained(self.data, self.keys)
+            left = count()
             now = time.monotonic()
             if left == 0:
                 return time.time()
             if now > deadline:
-                raise TimeoutError(f"{label}: {left} entries still undrained after {timeout:.0f}s")
+                raise TimeoutError(f"{label}: {left} {what} after {timeout:.0f}s")
             if now - last_print >= 1.0:
                 self.check_alive()
-                log(f"  [{label}] {left:>10,} stream entries not yet committed")
+                log(f"  [{label}] {left:>10,} {what}")
                 last_print = now
-            time.sleep(0.02)
+            time.sleep(interval)
+
+    def wait_drained(self, label: str, timeout: float) -> float:
+        """Wait until every stream entry is committed and acknowledged; return the time it happened."""
+        return self._wait_for_zero(label, timeout, lambda: undrained(self.data, self.keys),
+                                   "stream entries not yet committed", 0.02)
 
     def wait_folded(self, label: str, timeout: float) -> None:
         """Wait until the rollup maintenance has folded every dirty mark: a phase's fold must not run into the next."""
-        deadline = time.monotonic() + timeout
-        last_print = 0.0
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            while True:
-                left = conn.execute("SELECT count(*) FROM rollup_marks").fetchone()[0]
-                now = time.monotonic()
-                if left == 0:
-                    return
-                if now > deadline:
-                    raise TimeoutError(f"{label}: {left} rollup marks still unfolded after {timeout:.0f}s")
-                if now - last_print >= 1.0:
-                    self.check_alive()
-                    log(f"  [{label}] {left:>10,} rollup marks not yet folded")
-                    last_print = now
-                time.sleep(0.1)
+            self._wait_for_zero(label, timeout, lambda: conn.execute("SELECT count(*) FROM rollup_marks").fetchone()[0],
+                                "rollup marks not yet folded", 0.1)
 
     def wait_settled(self, label: str, timeout: float) -> None:
         """Wait until every entry is committed and every mark folded: the next phase starts on an idle engine."""
@@ -499,6 +494,22 @@ class Bench:
                     note=f"{rows:,} rows committed of {result['readings_ok']:,} accepted")
         self.wait_folded("batched rollups", 600)
 
+    def rollup_cpu(self) -> Callable[[], tuple[dict, dict, float, float]]:
+        """Start measuring the rollups' CPU and the drain's (processes and Postgres backends); call to stop.
+
+        The call returns (process seconds by role, backend seconds by application, rollups s, drain s).
+        """
+        before = self.processes.cpu_seconds()
+        backends = fleet_analytics.BackendCpu(self.database_url).start()
+
+        def stop() -> tuple[dict, dict, float, float]:
+            backend_cpu, after = backends.stop(), self.processes.cpu_seconds()
+            proc = {r: round(after.get(r, 0.0) - before.get(r, 0.0), 2) for r in ("worker", "rollups")}
+            return (proc, backend_cpu, proc["rollups"] + backend_cpu.get("energy-rollups", 0.0),
+                    proc["worker"] + backend_cpu.get("energy-engine", 0.0))
+
+        return stop
+
     def phase_steady(self) -> None:
         """Drain lag p50/p99 with 10,000 meters and 10,000 vehicles reporting once a minute."""
         size = self.size
@@ -512,19 +523,15 @@ class Bench:
         # looks further back for its baseline; `rollups_cold` in the results).
         self.wait_settled("before the steady load", 600)
         self.wait_vacuumed("before the steady load")
-        cold_before = self.processes.cpu_seconds()
-        cold = fleet_analytics.BackendCpu(self.database_url).start()
+        cold = self.rollup_cpu()
         self.loadgen("steady load warm-up", {**spec, "duration": size.steady_warmup_s})
         self.wait_settled("steady warm-up", 600)
-        cold_backends, cold_after = cold.stop(), self.processes.cpu_seconds()
-        cold_proc = {r: round(cold_after.get(r, 0.0) - cold_before.get(r, 0.0), 2) for r in ("worker", "rollups")}
-        cold_share = ((cold_proc["rollups"] + cold_backends.get("energy-rollups", 0.0))
-                      / ((cold_proc["worker"] + cold_backends.get("energy-engine", 0.0)) or 1))
+        cold_proc, cold_backends, cold_rollups, cold_drain = cold()
+        cold_share = cold_rollups / (cold_drain or 1)
         self.results["phases"]["rollups_cold"] = {"process_s": cold_proc, "backend_s": cold_backends,
                                                   "share": round(cold_share, 3)}
         monitor = LagMonitor(self.data, keys=self.keys).start()
-        cpu_before = self.processes.cpu_seconds()
-        backends = fleet_analytics.BackendCpu(self.database_url).start()
+        measured = self.rollup_cpu()
         self.rss.begin_mark("steady")
         result = self.loadgen("steady load", {**spec, "duration": size.steady_s})
         self.wait_drained("steady drain", 600)
@@ -532,11 +539,7 @@ class Bench:
         monitor.stop()
         # Rollup maintenance at steady load against the drain: each side's process and Postgres backends.
         self.wait_folded("steady rollups", 600)
-        backend_cpu = backends.stop()
-        cpu_after = self.processes.cpu_seconds()
-        proc = {r: round(cpu_after.get(r, 0.0) - cpu_before.get(r, 0.0), 2) for r in ("worker", "rollups")}
-        drain_cpu = proc["worker"] + backend_cpu.get("energy-engine", 0.0)
-        rollup_cpu = proc["rollups"] + backend_cpu.get("energy-rollups", 0.0)
+        proc, backend_cpu, rollup_cpu, drain_cpu = measured()
         self.results["phases"]["rollup_cpu"] = {"process_s": proc, "backend_s": backend_cpu}
         self.figure("rollup_cpu_share", value=round(rollup_cpu / drain_cpu, 3) if drain_cpu else None, unit="",
                     note=f"rollups {rollup_cpu:.1f} s CPU (process {proc['rollups']} s) vs drain {drain_cpu:.1f} s "

@@ -206,7 +206,7 @@ class DrainFirst:
 
     def holds(self, conn: psycopg.Connection) -> bool:
         """Tell whether the fold should wait now."""
-        if self.client is None or not self.lag_ms:
+        if not self.lag_ms:
             return False
         try:
             oldest = oldest_unwritten_millis(self.client, self.keys)

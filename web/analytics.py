@@ -135,26 +135,29 @@ def _round(value: float | Decimal | None, places: int) -> float | None:
     through its shortest decimal repr, so that 2.675 rounds to 2.68 as a person expects."""
     if value is None:
         return None
-    if isinstance(value, Decimal):
-        return float(value.quantize(_STEPS[places], ROUND_HALF_UP))
-    value = float(value)
-    text = repr(value)
-    dot = text.find(".")
-    # Fast path: when the shortest repr has more than places + 1 decimals, no rounding boundary lies
-    # between it and the float's exact value (that boundary would be a shorter repr), so rounding the
-    # exact value (format) gives what rounding the repr does.
-    if dot >= 0 and "e" not in text and len(text) - dot - 1 > places + 1:
-        return float(f"{value:.{places}f}")
-    return float(Decimal(text).quantize(_STEPS[places], ROUND_HALF_UP))
+    if not isinstance(value, Decimal):
+        value = float(value)
+        text = repr(value)
+        dot = text.find(".")
+        # Fast path: when the shortest repr has more than places + 1 decimals, no rounding boundary lies
+        # between it and the float's exact value (that boundary would be a shorter repr), so rounding the
+        # exact value (format) gives what rounding the repr does.
+        if dot >= 0 and "e" not in text and len(text) - dot - 1 > places + 1:
+            return float(f"{value:.{places}f}")
+    return float(_half_up(value, places))
 
 
 _STEPS = {places: Decimal(1).scaleb(-places) for places in range(7)}
 
 
+def _half_up(value: Decimal | float, places: int) -> Decimal:
+    exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    return exact.quantize(_STEPS[places], ROUND_HALF_UP)
+
+
 def energy_kwh(value: Decimal | float) -> Decimal:
     """Return an energy as the API states it: kWh, 3 decimals, half up on the exact sum (a float: on its repr)."""
-    exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
-    return exact.quantize(_STEPS[3], ROUND_HALF_UP)
+    return _half_up(value, 3)
 
 
 def efficiency(dc_kwh: Decimal, ac_kwh: Decimal) -> float | None:
