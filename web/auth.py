@@ -303,9 +303,8 @@ def required_scope(endpoint: str, method: str, path: str) -> str:
     return "read" if method in ("GET", "HEAD") and path.startswith("/v1/") else "admin"
 
 
-def _authorize(principal: Principal, req) -> object | None:
+def _authorize(principal: Principal, req, endpoint: str | None) -> object | None:
     """Return a 403 answer if the principal may not make this request, else None."""
-    endpoint = req.endpoint
     if endpoint is None:  # no such route: the 404/405 is all it learns
         return None
     if principal.device is not None:
@@ -333,7 +332,8 @@ def _check(app: Flask):
 
     def authenticate():
         req = request._get_current_object()
-        if req.endpoint in PUBLIC_ENDPOINTS:
+        endpoint = req.endpoint
+        if endpoint in PUBLIC_ENDPOINTS:
             return None
         environ = req.environ
         header = environ.get("HTTP_AUTHORIZATION")
@@ -358,8 +358,8 @@ def _check(app: Flask):
         environ[PRINCIPAL_KEY] = principal
         environ[KEY_ID_KEY] = principal.key_id
         cache.used(principal.key_id)
-        refusal = _authorize(principal, req)
-        if refusal is None and req.endpoint != INGEST_ENDPOINT:
+        refusal = _authorize(principal, req, endpoint)
+        if refusal is None and endpoint != INGEST_ENDPOINT:
             limiter.check()  # Flask-Limiter's count (429 by raising); ingest counts in its own Redis script
         return refusal
 
@@ -371,9 +371,8 @@ def current_principal() -> Principal | None:
     return request.environ.get(PRINCIPAL_KEY)
 
 
-def forbid_other_devices(readings: Iterable[Reading]):
+def forbid_other_devices(principal: Principal | None, readings: Iterable[Reading]):
     """For a device key, return the 403 answer naming every reading of another device; else None."""
-    principal = request.environ.get(PRINCIPAL_KEY)
     if principal is None or principal.device is None:
         return None
     own = principal.device

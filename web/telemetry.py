@@ -227,12 +227,13 @@ def ingest():
     except ApiError:
         ops.count_rejected(body, "invalid")
         raise
-    refusal = forbid_other_devices(readings)  # a device key sends only its own device's readings
+    principal = current_principal()
+    refusal = forbid_other_devices(principal, readings)  # a device key sends only its own device's readings
     if refusal is not None:
         ops.count_rejected(body, "forbidden")
         return refusal
     rate_limits = current_app.extensions.get("rate_limits")  # absent only in the benchmark's unguarded app
-    counter = rate_limits.ingest_counter(current_principal()) if rate_limits is not None else None
+    counter = rate_limits.ingest_counter(principal) if rate_limits is not None else None
     try:
         stored = current_app.extensions["latest_state"].append(readings, counter)
     except NotStoredError as exc:
