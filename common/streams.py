@@ -36,6 +36,9 @@ API_KEYS_VERSION_KEY = "auth:keys:version"
 # Metrics shared by every process (common/metrics.py): one hash of counters, one histogram.
 COUNTERS_KEY = "metrics:counters"
 DRAIN_SECONDS_KEY = "metrics:drain_batch_seconds"
+# Set (with a short time to live) by a drain whose read came back full: it is behind, the rollups
+# fold waits (scheduler/rollups.py DrainFirst).
+DRAIN_BEHIND_KEY = "drain:behind"
 # Flask-Limiter's key prefix (its counters live on REDIS_URL, web/rate_limit.py).
 RATE_LIMIT_PREFIX = "ratelimit"
 

@@ -34,7 +34,7 @@ from common.database import connect, load_sql, rollup_hour
 from common.metrics import oldest_unwritten_millis
 from common.redis_clients import data_client
 from common.settings import Settings
-from common.streams import KeySpace
+from common.streams import DRAIN_BEHIND_KEY, KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,10 @@ def maintain_once(conn: psycopg.Connection, settings: Settings, limit: int,
 
 
 class DrainFirst:
-    """Hold the fold back while the drain is more than ROLLUP_DEFER_LAG_SECONDS behind: history first.
+    """Hold the fold back while the drain is behind: history first.
+
+    Behind: a drain's last read came back full (DRAIN_BEHIND_KEY, set by workers/drain.py), or the
+    oldest unwritten reading is older than ROLLUP_DEFER_LAG_SECONDS (also when no drain runs).
 
     In a backlog (a catch-up after an outage, a burst) the fold and the drain compete for Postgres;
     the readings are safe only once written, and ingest is refused (503) while the backlog is over its
@@ -209,10 +212,13 @@ class DrainFirst:
         if not self.lag_ms:
             return False
         try:
-            oldest = oldest_unwritten_millis(self.client, self.keys)
+            behind = bool(self.client.exists(DRAIN_BEHIND_KEY))
+            if not behind:
+                oldest = oldest_unwritten_millis(self.client, self.keys)
+                behind = oldest is not None and time.time() * 1000 - oldest > self.lag_ms
         except redis.RedisError:
             return False
-        if oldest is None or time.time() * 1000 - oldest <= self.lag_ms:
+        if not behind:
             return False
         return not conn.execute(load_sql("rollups/marks_overdue"), {"seconds": self.max_defer}).fetchone()[0]
 

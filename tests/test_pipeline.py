@@ -1,13 +1,15 @@
 """Ingest -> Redis -> drain -> Postgres on the real services, with the drain run in-process."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 import redis
 
-from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, FAILURES_KEY, STREAM_KEY
+from common.streams import CONSUMER_GROUP, DEAD_LETTER_STREAM_KEY, DRAIN_BEHIND_KEY, FAILURES_KEY, STREAM_KEY
 from tests.conftest import meter, minutes_ago, vehicle
+from workers import drain
 from workers.drain import StreamDrainer
 
 
@@ -179,6 +181,47 @@ def test_redis_restart_losing_the_group_is_survived(settings, client, db, redis_
     client.post("/v1/telemetry", json=meter("m2"))
     drainer.run(seconds=1)
     assert db.execute("SELECT count(*) FROM meter_readings").fetchone()[0] == 2
+
+
+def test_a_drain_behind_goes_straight_on_from_one_full_read_to_the_next(settings, client, db, redis_client,
+                                                                       monkeypatch):
+    # An entry holds a whole request: reads of three 10-reading entries fill DRAIN_BATCH_SIZE (30) in
+    # rows with an entry count far below it. With a linger longer than the run, a drain that took
+    # "fewer entries than DRAIN_BATCH_SIZE" for caught up would stop after its first batch.
+    import threading
+
+    monkeypatch.setattr(drain, "_BEHIND_SIGNAL_MS", 600_000)  # still there when the test looks
+    behind = dataclasses.replace(settings, drain_batch_size=30, drain_linger_ms=600_000)
+    for request in range(13):  # the reads take 1, 3, 3, 3, 3 entries: each one full
+        batch = [meter(f"m{request}-{i}", ts=minutes_ago(2)) for i in range(10)]
+        assert client.post("/v1/telemetry", json=batch).status_code == 202
+    d = StreamDrainer(behind, redis_client, "behind")
+    stop = threading.Event()
+    try:
+        totals = d.run(seconds=120, stop=stop, heartbeat=lambda: d.totals.rows_written >= 130 and stop.set())
+    finally:
+        d.close()
+    assert totals.rows_written == 130
+    assert pending_count(redis_client) == 0
+    assert db.execute("SELECT count(*) FROM meter_readings").fetchone()[0] == 130
+    assert redis_client.get(DRAIN_BEHIND_KEY) == "behind"  # the rollups fold waits meanwhile
+
+
+def test_a_drain_that_keeps_up_does_not_say_it_is_behind(settings, client, db, redis_client, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(drain, "_BEHIND_SIGNAL_MS", 600_000)
+    assert client.post("/v1/telemetry", json=[meter(f"m{i}", ts=minutes_ago(2)) for i in range(10)]).status_code == 202
+    d = StreamDrainer(dataclasses.replace(settings, drain_batch_size=30, drain_linger_ms=10), redis_client, "keeps-up")
+    stop = threading.Event()
+    reads = []
+    try:
+        # A job's first read takes one entry (full, but sized from nothing); the next ones find the stream empty.
+        d.run(seconds=120, stop=stop, heartbeat=lambda: (reads.append(1), len(reads) > 3 and stop.set()))
+    finally:
+        d.close()
+    assert d.totals.rows_written == 10
+    assert not redis_client.exists(DRAIN_BEHIND_KEY)
 
 
 def test_drain_run_stops_when_asked(settings, redis_client):

@@ -345,6 +345,27 @@ def test_the_fold_waits_while_the_drain_is_behind(db, settings, redis_client, re
     assert db.execute(marks).fetchone()[0] == 0
 
 
+def test_the_fold_waits_while_a_drain_says_it_is_behind(db, settings, redis_client):
+    """A drain whose read came back full holds the fold back, though its oldest unwritten reading is recent."""
+    from common.streams import DRAIN_BEHIND_KEY
+
+    write(settings, [("m-behind", BASE + timedelta(minutes=i), float(i)) for i in range(1, 5)])
+    marks = "SELECT count(*) FROM rollup_marks WHERE device_id = 'm-behind'"
+    first = rollups.DrainFirst(redis_client, replace(settings, rollup_defer_lag_seconds=120))
+    redis_client.set(DRAIN_BEHIND_KEY, "a-drain", px=60_000)
+    assert rollups.maintain(settings, 0, drain_first=first)["deferred"] == 1
+    assert db.execute(marks).fetchone()[0] > 0
+    # ROLLUP_DEFER_LAG_SECONDS=0 turns holding back off altogether.
+    never = rollups.DrainFirst(redis_client, replace(settings, rollup_defer_lag_seconds=0))
+    assert rollups.maintain(settings, 0, drain_first=never)["deferred"] == 0
+    assert db.execute(marks).fetchone()[0] == 0
+    # The signal gone, the fold goes on.
+    write(settings, [("m-behind", BASE + timedelta(minutes=10), 10.0)])
+    redis_client.delete(DRAIN_BEHIND_KEY)
+    assert rollups.maintain(settings, 0, drain_first=first)["deferred"] == 0
+    assert db.execute(marks).fetchone()[0] == 0
+
+
 def test_late_reading_three_days_back_changes_exactly_its_hours(client, db, settings):
     start = BASE.replace(hour=0) - timedelta(days=1)
     meter = [("m-late", start + timedelta(minutes=10 * i), 100 + i) for i in range(6 * 24 * 4)]

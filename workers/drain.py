@@ -30,7 +30,7 @@ from common import metrics
 from common.database import connect
 from common.redis_clients import data_client, rq_client
 from common.settings import Settings
-from common.streams import CONSUMER_GROUP, KINDS, KeySpace, decode_record
+from common.streams import CONSUMER_GROUP, DRAIN_BEHIND_KEY, KINDS, KeySpace, decode_record
 from workers.history_writer import HistoryWriter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ _RECLAIM_CHECK_SECONDS = 5.0
 _MAX_BACKOFF_SECONDS = 10.0
 # The shortest blocking read (ms) when a drain waits on several shards in turn.
 _MIN_BLOCK_MS = 10
+# How long the "drain is behind" signal outlives the last full read (a few batches' time).
+_BEHIND_SIGNAL_MS = 2000
 
 Entry = tuple[str, dict[str, str]]
 
@@ -92,6 +94,11 @@ class _Shard:
         # so the count follows the rows per entry seen last, to keep a batch near DRAIN_BATCH_SIZE
         # rows. The first read takes one entry: its size is not known yet.
         self.count = 1
+        # Whether the last read got as many entries as it asked for: more are likely waiting. Such a
+        # read sized from a batch before (not the first, of one entry) means the drain is behind.
+        self.more_waiting = False
+        self.behind = False
+        self.sized = False
 
 
 class StreamDrainer:
@@ -136,12 +143,15 @@ class StreamDrainer:
                     raise
 
     def _read(self, s: _Shard, start: str, block_ms: int | None, count: int | None = None) -> list[Entry]:
-        reply = self.client.xreadgroup(self.group, self.consumer, {s.stream: start}, count=count or s.count,
-                                       block=block_ms)
+        count = count or s.count
+        reply = self.client.xreadgroup(self.group, self.consumer, {s.stream: start}, count=count, block=block_ms)
         if not reply:
+            s.more_waiting = s.behind = False
             return []
         # RESP2 answers [[stream, entries]], RESP3 {stream: [entries]}.
         entries = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
+        s.more_waiting = len(entries) >= count
+        s.behind = s.more_waiting and s.sized
         # An entry deleted while pending comes back with no fields; nothing is left to write.
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
@@ -162,6 +172,8 @@ class StreamDrainer:
             start_id="0-0",
             count=s.count,
         )
+        s.more_waiting = len(claimed) >= s.count
+        s.behind = s.more_waiting and s.sized
         claimed = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if claimed:
             self.totals.reclaimed += len(claimed)
@@ -385,6 +397,7 @@ class StreamDrainer:
         if received:
             s.count = max(1, min(self.settings.drain_batch_size,
                                  self.settings.drain_batch_size * len(entries) // received))
+            s.sized = True
         self._record_batch(len(committed), rows, duplicates, seconds)
         # Per batch: DEBUG (the scheduler's periodic ingest summary says how much was written).
         log.debug(
@@ -416,6 +429,11 @@ class StreamDrainer:
             metrics.observe_drain_batch(pipe, seconds)
             pipe.execute()
 
+    def _signal_behind(self) -> None:
+        """Tell the rollups fold that this drain is behind (a full read): it waits, history first."""
+        with contextlib.suppress(redis.RedisError):  # only a hint: the fold also watches the drain's lag
+            self.client.set(DRAIN_BEHIND_KEY, self.consumer, px=_BEHIND_SIGNAL_MS)
+
     def run(
         self, seconds: float, stop: threading.Event = STOP, heartbeat: Callable[[], None] | None = None
     ) -> DrainTotals:
@@ -434,11 +452,16 @@ class StreamDrainer:
                     group_ready = True
                 acked = self.drain_once(max(_MIN_BLOCK_MS, min(self.settings.drain_block_ms, remaining_ms)))
                 backoff = 0.1
-                if 0 < acked < self.settings.drain_batch_size:
-                    # Caught up: linger (DRAIN_LINGER_MS) so the next batch collects what arrives
-                    # meanwhile. Every batch costs a transaction and a few Redis round trips
-                    # whatever its size; without the pause a drain that keeps up writes batches of
-                    # one reading at ~1.5 ms of worker CPU each (measured by the benchmark).
+                if acked and any(s.more_waiting for s in self.shards):
+                    if any(s.behind for s in self.shards):
+                        self._signal_behind()
+                elif acked:
+                    # Caught up (every read got fewer entries than it asked for): linger
+                    # (DRAIN_LINGER_MS) so the next batch collects what arrives meanwhile. Every
+                    # batch costs a transaction and a few Redis round trips whatever its size;
+                    # without the pause a drain that keeps up writes batches of one reading at
+                    # ~1.5 ms of worker CPU each (measured by the benchmark). A full read goes
+                    # straight on; its entry count says nothing (an entry holds a whole request).
                     linger = self.settings.drain_linger_ms / 1000
                     stop.wait(min(linger, max(0.0, deadline - time.monotonic())))
             except (PostgresUnavailableError, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
