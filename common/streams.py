@@ -26,6 +26,7 @@ no COPY escaping is ever needed and the drain feeds the rows to COPY unchanged.
 
 from __future__ import annotations
 
+import textwrap
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -206,33 +207,21 @@ def parse_copy_row(kind: str, row: str | bytes) -> dict:
     return out
 
 
-# -- Lua, generated from the field lists ----------------------------------------------------------
+# -- Lua ---------------------------------------------------------------------------------------
 #
-# A latest hash holds ``_ts`` (epoch micros, for the forward-only compare), ``timestamp``, the
-# values as the API names them, and ``json``, the whole API answer, rendered once at write time.
-# Per reading a script takes: kind, epoch micros, ISO timestamp, the kind's values (as many as
-# API_FIELDS says), the JSON answer, the device id.
-
-
-def reading_arg_count(kind: str) -> int:
-    """Return how many script arguments describe one reading of ``kind``."""
-    return 5 + len(API_FIELDS[kind])
-
-
-def _hset_branches(indent: str) -> str:
-    """Lua: move hash ``key`` to the reading whose arguments start at ARGV[a] (``a`` moves past them)."""
-    lines = []
-    for n, kind in enumerate(KINDS):
-        fields = ["'_ts', ARGV[a + 1]", "'timestamp', ARGV[a + 2]"]
-        fields += [f"'{name}', ARGV[a + {3 + i}]" for i, name in enumerate(API_FIELDS[kind])]
-        fields.append(f"'json', ARGV[a + {3 + len(API_FIELDS[kind])}]")
-        lines.append(f"{indent}{'if' if n == 0 else 'elseif'} kind == '{kind}' then")
-        lines.append(f"{indent}  size = {reading_arg_count(kind)}")
-        lines.append(f"{indent}  if move then redis.call('HSET', key, {', '.join(fields)}) end")
-    lines.append(f"{indent}else")
-    lines.append(f"{indent}  return redis.error_reply('unknown kind ' .. tostring(kind))")
-    lines.append(f"{indent}end")
-    return "\n".join(lines)
+# A latest hash holds ``_ts`` (epoch micros, for the forward-only compare) and ``json``, the whole
+# API answer, rendered once at write time (reads send it as it is). Per reading a script takes:
+# kind, epoch micros, the JSON answer, the device id. A hash of the older layout (``timestamp`` and
+# a field per value beside them) is replaced whole when it moves.
+READING_ARGS = 4
+# Per reading, with ``key`` its hash, ``held`` that hash's HMGET of ``_ts`` and ``timestamp`` (only
+# the older layout has it), ``move`` the caller's verdict and ARGV[a + 1 .. a + 4] the reading's
+# arguments: the move, and the time to live refreshed (the device spoke, even with an old reading).
+_MOVE_HASH = """if move then
+  if held[2] then redis.call('DEL', key) end
+  redis.call('HSET', key, '_ts', ARGV[a + 2], 'json', ARGV[a + 3])
+end
+redis.call('EXPIRE', key, ttl)"""
 
 
 # One atomic call per ingest request (single Redis) or per shard (cluster). First the caller's
@@ -275,16 +264,13 @@ for g = 1, tonumber(ARGV[4]) do
   for i = 1, n do
     k = k + 1
     local key = KEYS[k]
-    local kind = ARGV[a + 1]
-    a = a + 1
-    local ts = tonumber(ARGV[a + 1])
-    local current = redis.call('HGET', key, '_ts')
-    local move = (not current) or tonumber(current) < ts
-    local size
-{_hset_branches("    ")}
-    redis.call('EXPIRE', key, ttl)
-    redis.call('ZADD', newest[kind], 'GT', ARGV[a + 1], ARGV[a + size - 1])
-    a = a + size - 1
+    local newest_key = newest[ARGV[a + 1]]
+    if not newest_key then return redis.error_reply('unknown kind ' .. tostring(ARGV[a + 1])) end
+    local held = redis.call('HMGET', key, '_ts', 'timestamp')
+    local move = (not held[1]) or tonumber(held[1]) < tonumber(ARGV[a + 2])
+{textwrap.indent(_MOVE_HASH, "    ")}
+    redis.call('ZADD', newest_key, 'GT', ARGV[a + 2], ARGV[a + 4])
+    a = a + {READING_ARGS}
   end
   if meters ~= '' and vehicles ~= '' then
     redis.call('XADD', stream, '*', '{METER}', meters, '{VEHICLE}', vehicles)
@@ -300,8 +286,8 @@ return taken
 
 # Refill hashes from Postgres (a read that missed, or a rebuild after Redis lost its data) with the
 # same rule as ingest: a hash only moves forward in time, so a refill never overwrites a newer
-# reading that arrived meanwhile. (The same reading again is written only to add a missing
-# ``json`` field, to a hash written before that field existed.) KEYS[2i-1] is the hash of reading
+# reading that arrived meanwhile. (The same reading again is written only to a hash of an older
+# layout: without ``json``, or with a field per value.) KEYS[2i-1] is the hash of reading
 # i and KEYS[2i] its kind's newest-reading set in its shard (moved forward only, as ingest does, so
 # a rebuild after Redis lost its data brings silent devices back too); ARGV[1] the time to live,
 # then each reading's arguments. Returns how many hashes it wrote.
@@ -311,18 +297,14 @@ local ttl = ARGV[1]
 local a = 1
 for i = 1, #KEYS / 2 do
   local key = KEYS[2 * i - 1]
-  local kind = ARGV[a + 1]
-  a = a + 1
-  local ts = tonumber(ARGV[a + 1])
-  local current = redis.call('HGET', key, '_ts')
-  local move = (not current) or tonumber(current) < ts
-     or (tonumber(current) == ts and redis.call('HEXISTS', key, 'json') == 0)
-  local size
-{_hset_branches("  ")}
+  local held = redis.call('HMGET', key, '_ts', 'timestamp', 'json')
+  local ts = tonumber(ARGV[a + 2])
+  local move = (not held[1]) or tonumber(held[1]) < ts
+     or (tonumber(held[1]) == ts and (held[2] or not held[3]))
+{textwrap.indent(_MOVE_HASH, "  ")}
   if move then moved = moved + 1 end
-  redis.call('EXPIRE', key, ttl)
-  redis.call('ZADD', KEYS[2 * i], 'GT', ARGV[a + 1], ARGV[a + size - 1])
-  a = a + size - 1
+  redis.call('ZADD', KEYS[2 * i], 'GT', ARGV[a + 2], ARGV[a + 4])
+  a = a + {READING_ARGS}
 end
 return moved
 """

@@ -10,6 +10,7 @@ TEST_REDIS_SERVER names the server to claim a db on.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -327,6 +328,12 @@ class RedisRoundTrips:
 def iso(ts: datetime) -> str:
     """Format a timestamp as the API expects."""
     return ts.astimezone(UTC).isoformat()
+
+
+def stored_answer(redis_client, key: str) -> dict | None:
+    """Return the API answer a latest hash holds (its ``json`` field), decoded; None without one."""
+    raw = redis_client.hget(key, "json")
+    return None if raw is None else json.loads(raw)
 
 
 def minutes_ago(n: float) -> datetime:

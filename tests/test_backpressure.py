@@ -8,7 +8,7 @@ import pytest
 
 from common.metrics import StreamLoad
 from common.streams import CONSUMER_GROUP, STREAM_KEY
-from tests.conftest import keyed_client, meter, vehicle
+from tests.conftest import keyed_client, meter, stored_answer, vehicle
 from tests.reliability.servers import PrivateRedis
 from web.backpressure import BackpressureGate
 from workers.drain import StreamDrainer
@@ -52,7 +52,7 @@ def test_ingest_is_refused_past_the_backlog_and_recovers_once_drained(
     assert redis_client.xpending(STREAM_KEY, CONSUMER_GROUP)["pending"] == 0
 
     assert client.post("/v1/telemetry", json=[vehicle("v1"), meter("m9")]).status_code == 202
-    assert redis_client.hget("latest:vehicle:v1", "soc") == "50.0"
+    assert stored_answer(redis_client, "latest:vehicle:v1")["soc"] == 50.0
 
 
 def test_pending_entries_count_in_the_backlog(settings, tight_app, redis_client, admin_token):

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from common.streams import METER, STREAM_KEY, VEHICLE, latest_key
-from tests.conftest import keyed_client, meter, minutes_ago, vehicle
+from tests.conftest import keyed_client, meter, minutes_ago, stored_answer, vehicle
 from tests.processes import wait_for
 from tests.test_latest_reads import put_meter_latest, put_vehicle_latest
 from workers.drain import StreamDrainer
@@ -34,7 +34,7 @@ def test_ingest_sets_the_ttl_and_every_reading_refreshes_it(ttl_app, redis_clien
     # An older reading does not move the hash, but the device spoke: its time to live starts again.
     assert client.post("/v1/telemetry", json=vehicle("v1", soc=1.0, ts=minutes_ago(30))).status_code == 202
     assert redis_client.ttl(latest_key(VEHICLE, "v1")) > 3 * DAY - 60
-    assert redis_client.hget(latest_key(VEHICLE, "v1"), "soc") == "50.0"
+    assert stored_answer(redis_client, latest_key(VEHICLE, "v1"))["soc"] == 50.0
 
 
 def test_a_postgres_refill_sets_the_ttl(ttl_app, db, redis_client, admin_token):

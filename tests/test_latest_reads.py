@@ -7,7 +7,7 @@ import pytest
 
 from common.settings import Settings
 from common.streams import METER, VEHICLE, Reading, epoch_micros, latest_key
-from tests.conftest import RedisRoundTrips, iso, keyed_client, meter, minutes_ago, vehicle
+from tests.conftest import RedisRoundTrips, iso, keyed_client, meter, minutes_ago, stored_answer, vehicle
 from web import create_app
 from web import db as web_db
 
@@ -42,11 +42,8 @@ def test_a_redis_miss_falls_back_to_postgres_and_refills_redis(client, db, redis
     assert r.get_json() == {"vehicleId": "v1", "soc": 77.0, "kwhDeliveredDc": 3.5, "batteryTemp": 21.5,
                             "timestamp": iso(ts)}
     # The hash now has exactly the fields ingest writes, so the next read is a Redis hit.
-    assert redis_client.hgetall(latest_key(VEHICLE, "v1")) == {
-        "_ts": str(epoch_micros(ts)), "timestamp": iso(ts), "soc": "77.0", "kwhDeliveredDc": "3.5",
-        "batteryTemp": "21.5",
-        "json": r.get_data(as_text=True),
-    }
+    assert redis_client.hgetall(latest_key(VEHICLE, "v1")) == {"_ts": str(epoch_micros(ts)),
+                                                               "json": r.get_data(as_text=True)}
     db.execute("DELETE FROM vehicle_latest")
     assert client.get("/v1/vehicles/v1/latest").get_json()["soc"] == 77.0
 
@@ -56,7 +53,7 @@ def test_meter_fallback_and_refill(client, db, redis_client):
     put_meter_latest(db, "m1", ts, kwh=1234.5, voltage=229.5)
     body = client.get("/v1/meters/m1/latest").get_json()
     assert body == {"meterId": "m1", "kwhConsumedAc": 1234.5, "voltage": 229.5, "timestamp": iso(ts)}
-    assert redis_client.hget(latest_key(METER, "m1"), "voltage") == "229.5"
+    assert stored_answer(redis_client, latest_key(METER, "m1"))["voltage"] == 229.5
 
 
 def test_unknown_device_is_404_in_both_stores(client, db):
@@ -91,9 +88,24 @@ def test_a_hash_written_before_the_json_field_gets_it_from_a_refill(app, client,
     put_vehicle_latest(db, "old", ts, soc=5.0, kwh=1.0, temp=20.0)
     assert client.get("/v1/vehicles/old/latest").get_json()["soc"] == 5.0  # from Postgres, refilled
     assert json.loads(redis_client.hget(key, "json"))["soc"] == 5.0
+    assert set(redis_client.hgetall(key)) == {"_ts", "json"}  # in today's layout: the old fields are gone
     body = client.get("/v1/vehicles/latest?ids=old").get_json()
     assert body == {"vehicles": [{"vehicleId": "old", "soc": 5.0, "kwhDeliveredDc": 1.0, "batteryTemp": 20.0,
                                   "timestamp": iso(ts)}], "missing": []}
+
+
+def test_a_hash_of_the_field_per_value_layout_is_replaced_whole_when_it_moves(client, redis_client):
+    # Before the hashes held only _ts and json, they also held the timestamp and a field per value.
+    old, new = minutes_ago(5), minutes_ago(1)
+    key = latest_key(VEHICLE, "legacy")
+    redis_client.hset(key, mapping={"_ts": str(epoch_micros(old)), "timestamp": iso(old), "soc": "5.0",
+                                    "kwhDeliveredDc": "1.0", "batteryTemp": "20.0", "json": "{}"})
+    assert client.post("/v1/telemetry", json=vehicle("legacy", ts=minutes_ago(10))).status_code == 202
+    assert redis_client.hget(key, "soc") == "5.0"  # an older reading: the hash does not move
+    assert client.post("/v1/telemetry", json=vehicle("legacy", soc=66.0, ts=new)).status_code == 202
+    assert set(redis_client.hgetall(key)) == {"_ts", "json"}
+    assert stored_answer(redis_client, key)["soc"] == 66.0
+    assert redis_client.ttl(key) > 0
 
 
 @pytest.mark.parametrize("value", [1e-05, 1e11, 0.1, -0.0, 123456.789, 2.5e-300])
@@ -138,7 +150,7 @@ def test_multi_read_in_order_with_missing_ids(client, db, redis_client):
     assert [v["soc"] for v in body["vehicles"]] == [3.0, 1.0, 2.0]
     assert body["vehicles"][2]["timestamp"] == iso(t2)
     assert body["missing"] == ["nobody"]
-    assert redis_client.hget(latest_key(VEHICLE, "b"), "soc") == "2.0"  # refilled
+    assert stored_answer(redis_client, latest_key(VEHICLE, "b"))["soc"] == 2.0  # refilled
 
 
 def test_meters_multi_read(client, db):

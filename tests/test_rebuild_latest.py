@@ -3,7 +3,7 @@
 import json
 
 from common.streams import CONSUMER_GROUP, METER, STREAM_KEY, VEHICLE, latest_key
-from tests.conftest import meter, minutes_ago, reset_redis_db, vehicle
+from tests.conftest import meter, minutes_ago, reset_redis_db, stored_answer, vehicle
 from workers.drain import StreamDrainer
 
 
@@ -36,6 +36,7 @@ def test_rebuild_after_redis_lost_its_data(app, client, settings, redis_client):
                                                  "vehicles": {"read": 5, "moved": 5}}
     after = {key: redis_client.hgetall(key) for key in redis_client.scan_iter("latest:*")}
     assert after == before  # the same hashes, field for field, as ingest wrote them
+    assert all(set(fields) == {"_ts", "json"} for fields in after.values())
 
 
 def test_rebuild_never_moves_a_hash_backwards(app, client, db, redis_client):
@@ -45,9 +46,9 @@ def test_rebuild_never_moves_a_hash_backwards(app, client, db, redis_client):
                (minutes_ago(30),))
     client.post("/v1/telemetry", json=vehicle("v1", soc=80.0, ts=minutes_ago(1)))  # newer than Postgres
     assert rebuild(app) == {"meters": {"read": 1, "moved": 1}, "vehicles": {"read": 2, "moved": 1}}
-    assert redis_client.hget(latest_key(VEHICLE, "v1"), "soc") == "80.0"
-    assert redis_client.hget(latest_key(VEHICLE, "v2"), "soc") == "20.0"
-    assert redis_client.hget(latest_key(METER, "m1"), "kwhConsumedAc") == "5.0"
+    assert stored_answer(redis_client, latest_key(VEHICLE, "v1"))["soc"] == 80.0
+    assert stored_answer(redis_client, latest_key(VEHICLE, "v2"))["soc"] == 20.0
+    assert stored_answer(redis_client, latest_key(METER, "m1"))["kwhConsumedAc"] == 5.0
     # Running it again changes nothing.
     assert rebuild(app) == {"meters": {"read": 1, "moved": 0}, "vehicles": {"read": 2, "moved": 0}}
 

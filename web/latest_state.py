@@ -72,8 +72,7 @@ def render_answer(reading: Reading) -> str:
 
 def _reading_args(reading: Reading, iso: str, values: list[str]) -> tuple[str, ...]:
     """Return the script arguments that describe ``reading``'s hash (common/streams.py)."""
-    return (reading.kind, str(epoch_micros(reading.ts)), iso, *values, _answer(reading, iso, values),
-            reading.device_id)
+    return reading.kind, str(epoch_micros(reading.ts)), _answer(reading, iso, values), reading.device_id
 
 
 class _ShardGroup:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
-from common.streams import API_FIELDS, CONSUMER_GROUP, KIND_NAMES, METER, SINGLE, VEHICLE, KeySpace
+from common.streams import API_FIELDS, CONSUMER_GROUP, KIND_NAMES, METER, SINGLE, VEHICLE, KeySpace, epoch_micros
 from tests.reliability.datasets import reading_key, reading_values
 
 Key = tuple[str, str, datetime]
@@ -79,14 +79,12 @@ def redis_latest(client: redis.Redis, keys: KeySpace = SINGLE) -> dict[tuple[str
         pipe.hgetall(key)
     out = {}
     for (kind, device), stored in zip(named.values(), pipe.execute(), strict=True):
-        if "timestamp" in stored:
-            ts = _utc(datetime.fromisoformat(stored["timestamp"]))
-            fields = (ts, *(float(stored[f]) for f in API_FIELDS[kind]))
-            # Reads serve the rendered answer (the json field): it must say what the fields say.
-            answer = json.loads(stored.get("json", "null")) or {}
-            served = (_utc(datetime.fromisoformat(answer["timestamp"])), *(answer[f] for f in API_FIELDS[kind])) \
-                if "timestamp" in answer else None
-            out[(kind, device)] = fields if served == fields else ("json field disagrees", served)
+        if "json" in stored:
+            # Reads serve the rendered answer (the json field); _ts is what ingest compares: both must agree.
+            answer = json.loads(stored["json"])
+            ts = _utc(datetime.fromisoformat(answer["timestamp"]))
+            served = (ts, *(float(answer[f]) for f in API_FIELDS[kind]))
+            out[(kind, device)] = served if int(stored["_ts"]) == epoch_micros(ts) else ("_ts disagrees", served)
     return out
 
 
