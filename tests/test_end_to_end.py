@@ -87,15 +87,19 @@ def test_a_thousand_mixed_readings_reach_postgres(stack, db, redis_client):
 
 
 def test_killing_the_worker_mid_drain_loses_and_duplicates_nothing(stack, db, redis_client):
+    # A backlog first, the worker stopped: a drain that keeps up would be done before the last POST.
+    stack.procs["worker"][0].stop()
     total = 0
     for b in range(40):
         batch = [meter(f"m{b}-{i}", kwh=i, ts=minutes_ago(2)) for i in range(500)]
         batch += [vehicle(f"v{b}-{i}", ts=minutes_ago(2)) for i in range(500)]
         assert post(stack, batch)[0] == 202
         total += 1000
+    assert sum(counts(db)) == 0
+    worker = stack.start("worker")
     # Kill the worker (and its work horse) as soon as it has written some but not all rows.
     wait_for(lambda: sum(counts(db)) > 0, 60, interval=0.01, message="the drain to start")
-    stack.procs["worker"][0].kill()
+    worker.kill()
     written_at_kill = sum(counts(db))
     print(f"worker killed with {written_at_kill} of {total} rows written")
     assert written_at_kill < total, "the kill came after the drain had finished; it proves nothing"
