@@ -66,9 +66,9 @@ class Size:
     # Saturation: the bare floor and the engine take turns, saturation_rounds times each; a turn
     # measures for saturation_s after a warm-up (warmup_s for the first, round_warmup_s after). On a
     # shared machine whose speed drifts by tens of percent within minutes, turns keep the two
-    # figures under the same drift.
-    saturation_rounds: int = 5
-    saturation_s: float = 10.0
+    # figures under the same drift; shorter turns, more of them, keep each pair closer in time.
+    saturation_rounds: int = 8
+    saturation_s: float = 6.0
     round_warmup_s: float = 2.0
     warmup_s: float = 5.0
     concurrency: int = 16
@@ -471,7 +471,13 @@ class Bench:
         """Batched ingest: accepted readings/s, and end-to-end readings/s until committed."""
         size = self.size
         log(f"== batched ingest: {size.batched_readings:,} readings, {size.batch} a request")
+        # Settled and vacuumed, as after the single-ingest phase of a full run: in `--only drain` the COPY
+        # floor's 2M marks would otherwise be folded, and their dead rows left, during the phase.
+        self.wait_settled("before the batched ingest", 1800)
+        self.wait_vacuumed("before the batched ingest")
         base = self.day_base(32)
+        roles_before = {**self.processes.cpu_seconds(), **server_cpu_seconds()}
+        backends = fleet_analytics.BackendCpu(self.database_url).start()
         result = self.loadgen("batched ingest", {
             "mode": "closed", "concurrency": size.batched_concurrency, "duration": 3600,
             "requests": size.batched_readings // size.batch,
@@ -480,6 +486,11 @@ class Bench:
         })
         sent_done = time.time()
         committed_at = self.wait_drained("batched drain", 1800)
+        roles_after = {**self.processes.cpu_seconds(), **server_cpu_seconds()}
+        # Until the last commit: every role's CPU, and the Postgres backends' by application (drain vs rollups).
+        result["cpu_s_to_commit"] = {role: round(roles_after[role] - roles_before.get(role, 0.0), 2)
+                                     for role in roles_after}
+        result["backend_cpu_s_to_commit"] = backends.stop()
         started_at = sent_done - result["elapsed_s"]
         first, last = self.readings_span(size.batched_readings, base)
         rows = self.count_rows(first, last)
