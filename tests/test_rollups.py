@@ -487,6 +487,40 @@ def test_fleet_windows_wider_than_the_data_equal_the_raw_computation(client, db,
     assert fleet["dcKwh"] == float(exact.quantize(Decimal("0.001"), ROUND_HALF_UP))
 
 
+def test_fleet_rows_of_devices_missing_from_the_anchor_hours_equal_the_raw_computation(client, db, settings):
+    """A vehicle and a meter with no row in the window's first or last hour that holds rows take their own."""
+    _fleet_fixture(client, settings)
+    start = BASE - timedelta(hours=2)
+    # v-mid reports only in the middle of the fixture's four hours, m-late from its second hour on.
+    write(settings, [("m-late", start + timedelta(minutes=i), 5 + i * 0.3) for i in range(70, 4 * 60)],
+          [("v-mid", start + timedelta(minutes=i), 40 + i * 0.1, 22.0) for i in range(75, 170)])
+    client.post("/v1/mappings", json={"vehicleId": "v-mid", "meterId": "m-late"})
+    fold(settings)
+    for hours in (3, 4):
+        to_ts = BASE + timedelta(hours=2)
+        rows = client.get("/v1/analytics/vehicles", query_string={"hours": hours, "to": iso(to_ts),
+                                                                  "limit": 10}).get_json()["vehicles"]
+        assert {row["vehicleId"] for row in rows} >= {"v-mid", "v-fa1"}
+        for row in rows:
+            assert row == raw_answer(db, settings, row["vehicleId"], to_ts - timedelta(hours=hours), to_ts)
+        fleet = client.get("/v1/analytics/fleet", query_string={"hours": hours, "to": iso(to_ts)}).get_json()
+        exact = db.execute("SELECT sum(s.energy_kwh::numeric) FROM unnest(%s::text[]) d(id), "
+                           "LATERAL counter_steps('vehicle', d.id, %s, %s, %s) s",
+                           ([row["vehicleId"] for row in rows], to_ts - timedelta(hours=hours), to_ts,
+                            settings.max_vehicle_power_kw)).fetchone()[0]
+        assert fleet["dcKwh"] == float(exact.quantize(Decimal("0.001"), ROUND_HALF_UP))
+
+
+def test_rollup_rows_are_rewritten_in_place(db):
+    """The fold rewrites frontier rows and tails every second: their pages keep room for it (0014)."""
+    db.execute("SELECT create_daily_partitions('vehicle_hourly_rollups', '2031-01-01', '2031-01-01')")
+    options = dict(db.execute(
+        "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+        "('vehicle_hourly_rollups_20310101', 'rollup_tails')").fetchall())
+    assert options == {"vehicle_hourly_rollups_20310101": ["fillfactor=50"], "rollup_tails": ["fillfactor=50"]}
+    db.execute("DROP TABLE vehicle_hourly_rollups_20310101")
+
+
 def test_fleet_queries_are_checked(client, auth):
     for path, query, parameter in (
             ("/v1/analytics/fleet", {"hours": 0}, "hours"),

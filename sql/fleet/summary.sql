@@ -12,8 +12,10 @@ WITH fleet AS MATERIALIZED (
 {vehicles}
     ) f
 ), meters AS (
-    SELECT DISTINCT ON (meter_id) meter_id, ac, m_resets, m_glitches, m_implausible
-    FROM fleet ORDER BY meter_id
+    -- One row per meter (its figures are the same in every vehicle's row): hashed, not sorted.
+    SELECT meter_id, min(ac) AS ac, min(m_resets) AS m_resets, min(m_glitches) AS m_glitches,
+           min(m_implausible) AS m_implausible
+    FROM fleet GROUP BY meter_id
 ), vehicles AS (
     SELECT count(*) AS vehicles, coalesce(sum(dc), 0) AS dc, coalesce(sum(v_readings), 0) AS readings,
            coalesce(sum(temp_sum), 0) AS temp_sum, coalesce(sum(v_resets), 0) AS v_resets,

@@ -7,8 +7,8 @@
 -- In a fleet that reports every hour they are the rows of the window's first and last hours that hold
 -- any row (of any device: the current hour may hold none yet), read by hour (one index range each,
 -- hash-joined to the mapping); a device without a row in one of those hours looks for its first (last)
--- row in the window alone (the LATERAL lookups, skipped otherwise; no device has a row before the first
--- such hour or after the last).
+-- row in the window alone (joined, below; no device has a row before the first such hour or after the
+-- last).
 -- A vehicle whose meter or itself has no reading in the window gets zeros (and NULL baselines).
 -- Energies and the temperature sum stay numeric (exact). ac_kwh, dc_kwh, ratio, avg_temp and warnings
 -- are the figures as the API states them (web/analytics.py figures(): half up on the exact numeric),
@@ -41,69 +41,73 @@ m_at_last AS (
            r.prior_implausible_steps + r.implausible_steps AS implausible_steps
     FROM meter_hourly_rollups r
     WHERE r.hour = %(m_last_hour)s::timestamptz
-), windows AS (
+), joined AS (
+    -- A device without a row in its kind's first (last) anchor hour looks for its first (last) row in
+    -- the window: a subquery evaluated only for such a device (CASE), returning the whole row; a LATERAL
+    -- join instead was re-scanned for every vehicle, present or not. OFFSET 0: evaluated once a
+    -- vehicle, not once for each of its columns used below.
     SELECT map.vehicle_id, map.meter_id,
-           coalesce(coalesce(ml.energy_kwh, mlx.energy_kwh) - coalesce(mf.energy_kwh, mfx.energy_kwh), 0) AS ac,
-           coalesce(coalesce(ml.counter_resets, mlx.counter_resets)
-                    - coalesce(mf.counter_resets, mfx.counter_resets), 0)::int AS m_resets,
-           coalesce(coalesce(ml.glitches, mlx.glitches) - coalesce(mf.glitches, mfx.glitches), 0)::int AS m_glitches,
-           coalesce(coalesce(ml.implausible_steps, mlx.implausible_steps)
-                    - coalesce(mf.implausible_steps, mfx.implausible_steps), 0)::int AS m_implausible,
-           coalesce(coalesce(ml.readings, mlx.readings) - coalesce(mf.readings, mfx.readings), 0)::int AS m_readings,
-           CASE WHEN coalesce(mf.first_predecessor_ts, mfx.first_predecessor_ts) <= %(from_ts)s::timestamptz
-                THEN coalesce(mf.first_predecessor_ts, mfx.first_predecessor_ts) END AS m_baseline,
-           coalesce(coalesce(vl.energy_kwh, vlx.energy_kwh) - coalesce(vf.energy_kwh, vfx.energy_kwh), 0) AS dc,
-           coalesce(coalesce(vl.counter_resets, vlx.counter_resets)
-                    - coalesce(vf.counter_resets, vfx.counter_resets), 0)::int AS v_resets,
-           coalesce(coalesce(vl.glitches, vlx.glitches) - coalesce(vf.glitches, vfx.glitches), 0)::int AS v_glitches,
-           coalesce(coalesce(vl.implausible_steps, vlx.implausible_steps)
-                    - coalesce(vf.implausible_steps, vfx.implausible_steps), 0)::int AS v_implausible,
-           coalesce(coalesce(vl.readings, vlx.readings) - coalesce(vf.readings, vfx.readings), 0)::int AS v_readings,
-           CASE WHEN coalesce(vf.first_predecessor_ts, vfx.first_predecessor_ts) <= %(from_ts)s::timestamptz
-                THEN coalesce(vf.first_predecessor_ts, vfx.first_predecessor_ts) END AS v_baseline,
-           coalesce(coalesce(vl.temp_sum, vlx.temp_sum) - coalesce(vf.temp_sum, vfx.temp_sum), 0) AS temp_sum
+           vf.first_predecessor_ts AS vf_first_predecessor_ts, vf.readings AS vf_readings,
+           vf.energy_kwh AS vf_energy_kwh, vf.counter_resets AS vf_counter_resets, vf.glitches AS vf_glitches,
+           vf.implausible_steps AS vf_implausible_steps, vf.temp_sum AS vf_temp_sum,
+           vl.readings AS vl_readings, vl.energy_kwh AS vl_energy_kwh, vl.counter_resets AS vl_counter_resets,
+           vl.glitches AS vl_glitches, vl.implausible_steps AS vl_implausible_steps, vl.temp_sum AS vl_temp_sum,
+           mf.first_predecessor_ts AS mf_first_predecessor_ts, mf.readings AS mf_readings,
+           mf.energy_kwh AS mf_energy_kwh, mf.counter_resets AS mf_counter_resets, mf.glitches AS mf_glitches,
+           mf.implausible_steps AS mf_implausible_steps,
+           ml.readings AS ml_readings, ml.energy_kwh AS ml_energy_kwh, ml.counter_resets AS ml_counter_resets,
+           ml.glitches AS ml_glitches, ml.implausible_steps AS ml_implausible_steps,
+           CASE WHEN vf.vehicle_id IS NULL THEN (
+               SELECT r FROM vehicle_hourly_rollups r WHERE r.vehicle_id = map.vehicle_id
+                 AND r.hour > %(from_ts)s::timestamptz AND r.hour <= %(last_hour)s::timestamptz
+                 ORDER BY r.hour LIMIT 1) END AS vfx,
+           CASE WHEN vl.vehicle_id IS NULL THEN (
+               SELECT r FROM vehicle_hourly_rollups r WHERE r.vehicle_id = map.vehicle_id
+                 AND r.hour >= %(from_ts)s::timestamptz AND r.hour < %(last_hour)s::timestamptz
+                 ORDER BY r.hour DESC LIMIT 1) END AS vlx,
+           CASE WHEN mf.meter_id IS NULL THEN (
+               SELECT r FROM meter_hourly_rollups r WHERE r.meter_id = map.meter_id
+                 AND r.hour > %(from_ts)s::timestamptz AND r.hour <= %(last_hour)s::timestamptz
+                 ORDER BY r.hour LIMIT 1) END AS mfx,
+           CASE WHEN ml.meter_id IS NULL THEN (
+               SELECT r FROM meter_hourly_rollups r WHERE r.meter_id = map.meter_id
+                 AND r.hour >= %(from_ts)s::timestamptz AND r.hour < %(last_hour)s::timestamptz
+                 ORDER BY r.hour DESC LIMIT 1) END AS mlx
     FROM vehicle_meter_map map
     LEFT JOIN v_at_first vf ON vf.vehicle_id = map.vehicle_id
     LEFT JOIN v_at_last vl ON vl.vehicle_id = map.vehicle_id
     LEFT JOIN m_at_first mf ON mf.meter_id = map.meter_id
     LEFT JOIN m_at_last ml ON ml.meter_id = map.meter_id
-    LEFT JOIN LATERAL (
-        SELECT r.first_predecessor_ts, r.prior_readings AS readings, r.prior_energy_kwh AS energy_kwh,
-           r.prior_counter_resets AS counter_resets, r.prior_glitches AS glitches,
-               r.prior_implausible_steps AS implausible_steps, r.prior_battery_temp_sum AS temp_sum
-        FROM vehicle_hourly_rollups r
-        WHERE vf.vehicle_id IS NULL AND r.vehicle_id = map.vehicle_id
-          AND r.hour > %(from_ts)s::timestamptz AND r.hour <= %(last_hour)s::timestamptz
-        ORDER BY r.hour LIMIT 1
-    ) vfx ON true
-    LEFT JOIN LATERAL (
-        SELECT r.prior_readings + r.readings AS readings, r.prior_energy_kwh + r.energy_kwh AS energy_kwh,
-               r.prior_counter_resets + r.counter_resets AS counter_resets, r.prior_glitches + r.glitches AS glitches,
-               r.prior_implausible_steps + r.implausible_steps AS implausible_steps,
-               r.prior_battery_temp_sum + r.battery_temp_sum AS temp_sum
-        FROM vehicle_hourly_rollups r
-        WHERE vl.vehicle_id IS NULL AND r.vehicle_id = map.vehicle_id
-          AND r.hour >= %(from_ts)s::timestamptz AND r.hour < %(last_hour)s::timestamptz
-        ORDER BY r.hour DESC LIMIT 1
-    ) vlx ON true
-    LEFT JOIN LATERAL (
-        SELECT r.first_predecessor_ts, r.prior_readings AS readings, r.prior_energy_kwh AS energy_kwh,
-           r.prior_counter_resets AS counter_resets, r.prior_glitches AS glitches,
-               r.prior_implausible_steps AS implausible_steps
-        FROM meter_hourly_rollups r
-        WHERE mf.meter_id IS NULL AND r.meter_id = map.meter_id
-          AND r.hour > %(from_ts)s::timestamptz AND r.hour <= %(last_hour)s::timestamptz
-        ORDER BY r.hour LIMIT 1
-    ) mfx ON true
-    LEFT JOIN LATERAL (
-        SELECT r.prior_readings + r.readings AS readings, r.prior_energy_kwh + r.energy_kwh AS energy_kwh,
-               r.prior_counter_resets + r.counter_resets AS counter_resets, r.prior_glitches + r.glitches AS glitches,
-               r.prior_implausible_steps + r.implausible_steps AS implausible_steps
-        FROM meter_hourly_rollups r
-        WHERE ml.meter_id IS NULL AND r.meter_id = map.meter_id
-          AND r.hour >= %(from_ts)s::timestamptz AND r.hour < %(last_hour)s::timestamptz
-        ORDER BY r.hour DESC LIMIT 1
-    ) mlx ON true
+    OFFSET 0
+), windows AS (
+    SELECT j.vehicle_id, j.meter_id,
+           coalesce(coalesce(j.ml_energy_kwh, ((j.mlx).prior_energy_kwh + (j.mlx).energy_kwh))
+                    - coalesce(j.mf_energy_kwh, (j.mfx).prior_energy_kwh), 0) AS ac,
+           coalesce(coalesce(j.ml_counter_resets, ((j.mlx).prior_counter_resets + (j.mlx).counter_resets))
+                    - coalesce(j.mf_counter_resets, (j.mfx).prior_counter_resets), 0)::int AS m_resets,
+           coalesce(coalesce(j.ml_glitches, ((j.mlx).prior_glitches + (j.mlx).glitches))
+                    - coalesce(j.mf_glitches, (j.mfx).prior_glitches), 0)::int AS m_glitches,
+           coalesce(coalesce(j.ml_implausible_steps, ((j.mlx).prior_implausible_steps + (j.mlx).implausible_steps))
+                    - coalesce(j.mf_implausible_steps, (j.mfx).prior_implausible_steps), 0)::int AS m_implausible,
+           coalesce(coalesce(j.ml_readings, ((j.mlx).prior_readings + (j.mlx).readings))
+                    - coalesce(j.mf_readings, (j.mfx).prior_readings), 0)::int AS m_readings,
+           CASE WHEN coalesce(j.mf_first_predecessor_ts, (j.mfx).first_predecessor_ts) <= %(from_ts)s::timestamptz
+                THEN coalesce(j.mf_first_predecessor_ts, (j.mfx).first_predecessor_ts) END AS m_baseline,
+           coalesce(coalesce(j.vl_energy_kwh, ((j.vlx).prior_energy_kwh + (j.vlx).energy_kwh))
+                    - coalesce(j.vf_energy_kwh, (j.vfx).prior_energy_kwh), 0) AS dc,
+           coalesce(coalesce(j.vl_counter_resets, ((j.vlx).prior_counter_resets + (j.vlx).counter_resets))
+                    - coalesce(j.vf_counter_resets, (j.vfx).prior_counter_resets), 0)::int AS v_resets,
+           coalesce(coalesce(j.vl_glitches, ((j.vlx).prior_glitches + (j.vlx).glitches))
+                    - coalesce(j.vf_glitches, (j.vfx).prior_glitches), 0)::int AS v_glitches,
+           coalesce(coalesce(j.vl_implausible_steps, ((j.vlx).prior_implausible_steps + (j.vlx).implausible_steps))
+                    - coalesce(j.vf_implausible_steps, (j.vfx).prior_implausible_steps), 0)::int AS v_implausible,
+           coalesce(coalesce(j.vl_readings, ((j.vlx).prior_readings + (j.vlx).readings))
+                    - coalesce(j.vf_readings, (j.vfx).prior_readings), 0)::int AS v_readings,
+           CASE WHEN coalesce(j.vf_first_predecessor_ts, (j.vfx).first_predecessor_ts) <= %(from_ts)s::timestamptz
+                THEN coalesce(j.vf_first_predecessor_ts, (j.vfx).first_predecessor_ts) END AS v_baseline,
+           coalesce(coalesce(j.vl_temp_sum, ((j.vlx).prior_battery_temp_sum + (j.vlx).battery_temp_sum))
+                    - coalesce(j.vf_temp_sum, (j.vfx).prior_battery_temp_sum), 0) AS temp_sum
+    FROM joined j
 ), rounded AS (
     SELECT a.*, round(a.ac, 3) AS ac_kwh, round(a.dc, 3) AS dc_kwh, round(a.avg_quotient, 3) AS avg_temp
     FROM (
