@@ -56,8 +56,14 @@ WITH devices AS (
 ), stats AS (
     SELECT d.vehicle_id, rollup_hour(r.ts) AS hour, sum(r.battery_temp::numeric) AS battery_temp_sum, max(r.battery_temp) AS battery_temp_max, min(r.soc) AS soc_min, max(r.soc) AS soc_max, (array_agg(r.soc ORDER BY r.ts DESC))[1] AS soc_last
     FROM devices d
-    JOIN vehicle_readings r ON r.vehicle_id = d.vehicle_id AND r.ts > coalesce(d.frontier_ts, d.from_ts) AND r.ts <= d.to_ts
-     AND r.ts > %(earliest_from)s::timestamptz AND r.ts <= %(latest_to)s::timestamptz
+    -- LATERAL: one index range a device (a join was planned as every reading of the range against
+    -- every device: the newest readings are beyond what ANALYZE has seen; migration 0015).
+    CROSS JOIN LATERAL (
+        SELECT r.ts, r.battery_temp, r.soc FROM vehicle_readings r
+        WHERE r.vehicle_id = d.vehicle_id AND r.ts > coalesce(d.frontier_ts, d.from_ts) AND r.ts <= d.to_ts
+          AND r.ts > %(earliest_from)s::timestamptz AND r.ts <= %(latest_to)s::timestamptz
+        OFFSET 0  -- kept a subquery: pulled up, it was planned as that join again
+    ) r
     GROUP BY 1, 2
 )
 INSERT INTO vehicle_hourly_rollups AS r (
