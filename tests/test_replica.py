@@ -292,9 +292,9 @@ def test_reads_fall_back_to_the_primary_while_the_replica_is_stopped(cluster, re
         for path in paths:
             r = unaware.get(path)
             body = r.get_data(as_text=True)
-            # Closed here: a CSV response streams within its request context until closed; left to the
-            # garbage collector (a failed test's traceback holds it), it popped that context during a later
-            # test's request, which then failed "outside of request context".
+            # Closed here: a CSV response streams within its request context until closed. Left to the
+            # garbage collector (a failed test's traceback holds it), it is the likely cause of a later
+            # test's request failing "outside of request context" in the same run.
             r.close()
             assert r.status_code == 200, (path, body)
         assert readings(unaware, "v2") == 3

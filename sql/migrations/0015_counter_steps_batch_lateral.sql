@@ -6,7 +6,8 @@
 -- the range with every device of the batch: 2,000,000 comparisons, about 250 ms, for a fold of 1,000
 -- devices per kind, a cost per device that grew with the batch. A LATERAL range per device (an index
 -- probe on (device, ts) each) costs the same whatever the estimate. Arguments, answer and rules are
--- 0012's; tests/test_rollups.py holds the function equal to counter_steps().
+-- 0012's; tests/test_rollups.py holds the function equal to counter_steps(). CREATE OR REPLACE
+-- restates the whole body: only the arm of the readings judged (below) differs from 0012's.
 CREATE OR REPLACE FUNCTION counter_steps_batch(
     kind text, device_ids text[], from_ts timestamptz[], to_ts timestamptz[], earliest_from timestamptz,
     latest_to timestamptz, max_power_kw double precision, look_after boolean DEFAULT true,
